@@ -1,0 +1,1 @@
+"""The Porchlight community server (FastAPI)."""

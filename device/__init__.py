@@ -1,0 +1,1 @@
+"""The Porchlight camera agent that runs on the homeowner's Raspberry Pi."""
