@@ -35,15 +35,16 @@ class CommandGroup:
 
 
 # Top-level names -> where they live. Key and file commands are top level, like age's.
+_AGE = "porchlight.age.cli"
 GROUPS: tuple[CommandGroup, ...] = (
-    CommandGroup("keygen", "porchlight.age.cli", None, "generate an age identity (post-quantum by default)"),
-    CommandGroup("encrypt", "porchlight.age.cli", None, "encrypt a file to recipients or a passphrase"),
-    CommandGroup("decrypt", "porchlight.age.cli", None, "decrypt an age file"),
-    CommandGroup("rewrap", "porchlight.age.cli", None, "re-address an age file to new recipients, payload unchanged"),
+    CommandGroup("keygen", _AGE, None, "generate an age identity (post-quantum by default)"),
+    CommandGroup("encrypt", _AGE, None, "encrypt a file to recipients or a passphrase"),
+    CommandGroup("decrypt", _AGE, None, "decrypt an age file"),
+    CommandGroup("rewrap", _AGE, None, "re-address an age file to new recipients, same payload"),
     CommandGroup("server", "app.cli", "server", "run and administer the community server"),
     CommandGroup("device", "device.cli", "device", "the camera agent on the Raspberry Pi"),
-    CommandGroup("audit", "porchlight.audit_cli", None, "verify, cosign and read the transparency log"),
-    CommandGroup("request", "porchlight.request_cli", None, "file and follow footage requests (agencies)"),
+    CommandGroup("audit", "porchlight.audit_cli", None, "verify, cosign and read the log"),
+    CommandGroup("request", "porchlight.request_cli", None, "file and follow footage requests"),
 )
 
 Handler = Callable[[argparse.Namespace], int | None]
