@@ -1,24 +1,160 @@
-"""`porchlight server ...`: run and administer the community server."""
+"""`porchlight server ...`: run, migrate and administer the community server."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import sys
+from typing import TYPE_CHECKING
+
+from porchlight.cli import CommandError
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     server = subparsers.add_parser("server", help="run and administer the community server")
     commands = server.add_subparsers(dest="server_command", metavar="SUBCOMMAND", required=True)
-    run = commands.add_parser("run", help="serve the API and pages (uvicorn)")
+
+    run = commands.add_parser("run", help="migrate, then serve the API (uvicorn)")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
     run.set_defaults(handler=_run)
+
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate.set_defaults(handler=_migrate)
+
+    admin = commands.add_parser("create-admin", help="create an admin account")
+    admin.add_argument("--username", help="asked for when omitted")
+    admin.add_argument("--password-file", help="read the password from this file (else prompt)")
+    admin.set_defaults(handler=_create_admin)
+
+    invite = commands.add_parser("invite", help="issue a single-use invite code for a role")
+    invite.add_argument("--role", required=True,
+                        choices=["resident", "reviewer", "admin", "auditor", "requester"])
+    invite.add_argument("--agency", type=int, help="agency id (required for requesters)")
+    invite.set_defaults(handler=_invite)
+
+
+def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    try:
+        return Settings()
+    except (ValidationError, OSError, ValueError) as error:
+        raise CommandError(f"invalid server settings: {error}",
+                           hint="check PORCHLIGHT_* variables and PORCHLIGHT_CONFIG") from None
+
+
+def _migrate_to_head(settings: Settings) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from app.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        upgrade(settings.database_url)
+    except OperationalError as error:
+        raise CommandError(f"cannot reach the database: {error.orig}",
+                           hint="check PORCHLIGHT_DATABASE_URL") from None
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    settings = _settings()
+    _migrate_to_head(settings)
+    print("database schema is up to date", file=sys.stderr)
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.accounts import service as accounts
+    from app.db import make_engine, make_sessionmaker
     from app.main import create_app
 
-    print(f"Porchlight server on http://{args.host}:{args.port}/ (API docs at /docs)", flush=True)
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    settings = _settings()
+    _migrate_to_head(settings)
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine)() as session:
+        has_admin = accounts.admin_exists(session)
+    engine.dispose()
+    print(f"Porchlight server on http://{args.host}:{args.port}/ "
+          f"(API docs at http://{args.host}:{args.port}/docs)", flush=True)
+    print(f"data directory: {settings.data_dir.resolve()}", flush=True)
+    if not has_admin:
+        print("no admin yet: create the first one with `porchlight server create-admin`",
+              flush=True)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
+
+
+def _read_password(path: str | None) -> str:
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read().rstrip("\r\n")
+        except OSError as error:
+            raise CommandError(f"cannot read password file: {error}") from None
+    if not sys.stdin.isatty():
+        raise CommandError("no terminal to ask for a password", hint="use --password-file")
+    first = getpass.getpass("password (12+ characters): ")
+    if getpass.getpass("again: ") != first:
+        raise CommandError("the passwords differ")
+    return first
+
+
+def _create_admin(args: argparse.Namespace) -> int:
+    from app.accounts import service as accounts
+    from app.accounts.passwords import make_hasher
+    from app.db import make_engine, make_sessionmaker, utcnow
+    from app.errors import AppError
+    from app.permissions import Role
+
+    settings = _settings()
+    _migrate_to_head(settings)
+    username = args.username or input("admin user name: ").strip()
+    password = _read_password(args.password_file)
+    engine = make_engine(settings.database_url)
+    hasher = make_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
+    try:
+        with make_sessionmaker(engine)() as session:
+            user = accounts.create_user(session, hasher, username=username, password=password,
+                                        role=Role.admin, agency_id=None, actor="system",
+                                        now=utcnow())
+            session.commit()
+    except AppError as error:
+        raise CommandError(error.message) from None
+    finally:
+        engine.dispose()
+    print(f"admin {user.username!r} created (user {user.id}); sign in at /api/session")
+    return 0
+
+
+def _invite(args: argparse.Namespace) -> int:
+    from app.accounts import service as accounts
+    from app.db import make_engine, make_sessionmaker, utcnow
+    from app.errors import AppError
+    from app.permissions import Role
+
+    settings = _settings()
+    _migrate_to_head(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            invite, code = accounts.create_invite(session, None, Role(args.role), args.agency,
+                                                  settings, utcnow())
+            session.commit()
+    except AppError as error:
+        raise CommandError(error.message) from None
+    finally:
+        engine.dispose()
+    print(code)
+    print(f"invite {invite.id} for a {args.role}, single use, "
+          f"expires {invite.expires_at:%Y-%m-%d %H:%M} UTC", file=sys.stderr)
+    return 0
+
+

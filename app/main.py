@@ -1,16 +1,74 @@
-"""The app factory."""
+"""The app factory: settings, database, error rendering, body limits, and every domain's routes."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import Callable
+from datetime import datetime
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app.accounts import routes as accounts_routes
+from app.accounts.passwords import make_hasher
+from app.agencies import routes as agencies_routes
+from app.audit import routes as audit_routes
+from app.body_limit import BodyLimitMiddleware
+from app.db import make_engine, make_sessionmaker, utcnow
+from app.devices import routes as devices_routes
+from app.errors import AppError
+from app.settings import Settings
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="Porchlight", version="0.1.0")
+def _render_app_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, AppError)
+    return JSONResponse({"error": error.code, "message": error.message},
+                        status_code=error.status_code)
+
+
+def _render_validation_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+        problems.append(f"{where or 'body'}: {item.get('msg', 'invalid')}")
+    return JSONResponse(
+        {"error": "invalid_input", "message": "; ".join(problems) or "invalid request",
+         "fields": problems},
+        status_code=422,
+    )
+
+
+def create_app(
+    settings: Settings | None = None, clock: Callable[[], datetime] | None = None
+) -> FastAPI:
+    """Build the app; the database must already be migrated (`porchlight server migrate`)."""
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    app = FastAPI(
+        title="Porchlight",
+        version="0.1.0",
+        description="Community server: warrant-and-consent footage requests and a verifiable log.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.clock = clock or utcnow
+    app.state.password_hasher = make_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
+    app.add_exception_handler(AppError, _render_app_error)
+    app.add_exception_handler(RequestValidationError, _render_validation_error)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
+        """Liveness and database reachability."""
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
         return {"status": "ok"}
 
+    for router in (accounts_routes.router, agencies_routes.router, devices_routes.router,
+                   audit_routes.router):
+        app.include_router(router)
     return app

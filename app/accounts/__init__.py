@@ -1,0 +1,1 @@
+"""People, roles, invites, web sessions, API tokens and login throttling."""

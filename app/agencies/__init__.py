@@ -1,0 +1,1 @@
+"""Requesting agencies (police, court-appointed investigators) and their age recipients."""

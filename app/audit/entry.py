@@ -1,0 +1,85 @@
+"""Canonical log entry bytes and RFC 6962 leaf hashes (docs/log-format.md).
+
+An entry is a JSON object with sorted keys, no insignificant whitespace, UTF-8 (non-ASCII left
+unescaped), at most 65535 bytes (the tlog-tiles entry bundle length prefix is 16 bits).
+Details values are restricted to strings, integers, booleans, null, lists and objects:
+floats have no single canonical JSON spelling, so they are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+
+MAX_ENTRY_BYTES = 65535
+FORMAT_VERSION = 1
+_TAG = re.compile(r"^[a-z][a-z0-9_]*:[a-z0-9_][a-z0-9_.:-]*$")
+_ACTOR = re.compile(r"^(system|anonymous|user:[0-9]+|device:[0-9]+)$")
+
+JSONValue = str | int | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
+
+
+class EntryError(ValueError):
+    """An entry that cannot be encoded canonically."""
+
+
+def _check_value(value: object, where: str) -> None:
+    if value is None or isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        # Keep integers exact in any JSON reader (IEEE double range).
+        if abs(value) > 2**53:
+            raise EntryError(f"{where}: integer out of the exact JSON range")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_value(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise EntryError(f"{where}: object keys must be strings")
+            _check_value(item, f"{where}.{key}")
+        return
+    raise EntryError(f"{where}: {type(value).__name__} is not allowed in a log entry")
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with microseconds, e.g. 2026-11-22T20:53:25.123456Z."""
+    if moment.tzinfo is None:
+        raise EntryError("entry time must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def encode_entry(
+    time: datetime, actor: str, action: str, subject: str, details: dict[str, JSONValue]
+) -> bytes:
+    """The canonical bytes of one entry; raises EntryError for anything non-canonical."""
+    if not _ACTOR.match(actor):
+        raise EntryError(f"actor {actor!r} is not system, anonymous, user:N or device:N")
+    if not _TAG.match(action):
+        raise EntryError(f"action {action!r} is not of the form 'noun:verb'")
+    if not _TAG.match(subject):
+        raise EntryError(f"subject {subject!r} is not of the form 'kind:id'")
+    _check_value(details, "details")
+    document = {
+        "v": FORMAT_VERSION,
+        "time": format_time(time),
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "details": details,
+    }
+    data = json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+    if len(data) > MAX_ENTRY_BYTES:
+        raise EntryError(f"entry is {len(data)} bytes, more than {MAX_ENTRY_BYTES}")
+    return data
+
+
+def leaf_hash(entry: bytes) -> bytes:
+    """RFC 6962 section 2.1: MTH({d0}) = SHA-256(0x00 || d0)."""
+    return hashlib.sha256(b"\x00" + entry).digest()

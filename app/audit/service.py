@@ -1,0 +1,70 @@
+"""Appending to the log, inside the caller's transaction.
+
+`append` locks the single log_head row (SELECT ... FOR UPDATE on PostgreSQL; on SQLite the
+transaction already holds the database write lock because it began IMMEDIATE), takes the size
+as the new entry's index, inserts the entry and bumps the size. The lock is held until the
+caller's transaction ends, so concurrent writers in any number of processes get consecutive
+indexes in commit order and a rolled-back change leaves no entry and no gap. It flushes and
+never commits: the change and its entry commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit.entry import JSONValue, encode_entry, leaf_hash
+from app.audit.models import LogEntry, LogHead
+from app.db import utcnow
+
+
+def append(
+    session: Session,
+    actor: str,
+    action: str,
+    subject: str,
+    details: dict[str, JSONValue] | None = None,
+    *,
+    now: datetime | None = None,
+) -> LogEntry:
+    """Append one entry (actor "user:3", action "invite:create", subject "invite:5")."""
+    moment = now or utcnow()
+    entry_bytes = encode_entry(moment, actor, action, subject, details or {})
+    head = session.execute(
+        select(LogHead).where(LogHead.id == 1).with_for_update()
+    ).scalar_one()
+    entry = LogEntry(
+        index=head.size,
+        created_at=moment,
+        actor=actor,
+        action=action,
+        subject=subject,
+        entry=entry_bytes,
+        leaf_hash=leaf_hash(entry_bytes),
+    )
+    session.add(entry)
+    head.size += 1
+    session.flush()
+    return entry
+
+
+def size(session: Session) -> int:
+    """The number of committed-or-pending entries visible to this transaction."""
+    return session.execute(select(LogHead.size).where(LogHead.id == 1)).scalar_one()
+
+
+def entries(session: Session, start: int, limit: int) -> Sequence[LogEntry]:
+    """Entries start..start+limit-1 in index order."""
+    return (
+        session.execute(
+            select(LogEntry)
+            .where(LogEntry.index >= start)
+            .order_by(LogEntry.index)
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )

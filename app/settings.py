@@ -1,0 +1,84 @@
+"""The server's one settings object: environment (PORCHLIGHT_*), then an optional config file.
+
+Unknown keys are rejected so a typo in a deployment never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Reads the TOML or JSON file named by PORCHLIGHT_CONFIG (lower priority than env vars)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("PORCHLIGHT_CONFIG")
+        if not path:
+            return {}
+        text = Path(path).read_bytes()
+        data: dict[str, Any] = (
+            json.loads(text) if path.endswith(".json") else tomllib.loads(text.decode("utf-8"))
+        )
+        return data
+
+
+class Settings(BaseSettings):
+    """Everything a deployment can configure; validated once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="PORCHLIGHT_", extra="forbid")
+
+    data_dir: Path = Path("./data")
+    # Empty means "a SQLite file inside data_dir".
+    database_url: str = ""
+    # Behind a TLS-terminating proxy: cookies get the Secure flag.
+    tls: bool = False
+    public_url: str = ""
+    session_hours: int = Field(default=12, ge=1)
+    invite_hours: int = Field(default=72, ge=1)
+    enrolment_code_minutes: int = Field(default=30, ge=1)
+    # Login throttling: failures inside the window before further attempts are refused.
+    login_window_minutes: int = Field(default=15, ge=1)
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    # Device calls: allowed clock skew, and how long nonces are remembered (must cover it twice).
+    device_clock_skew_seconds: int = Field(default=300, ge=1)
+    # JSON and form bodies larger than this are refused with 413 before they are parsed.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # argon2id cost; the defaults are argon2-cffi's RFC 9106 "low memory" profile.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65536, ge=8)
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'porchlight.sqlite3').resolve()}"
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
