@@ -1,0 +1,389 @@
+"""`porchlight audit`: verify, cosign and read the transparency log, trusting nothing but keys.
+
+Subcommands:
+
+    verify   (--server URL | --dir DIR) --key VKEY [--state FILE] [--checkpoint FILE]
+             [--witness VKEY ...]
+    cosign   --server URL --key VKEY --signer-key FILE [--state FILE]
+    timeline REQUEST_ID --server URL [--token TOKEN]
+    export   --server URL --format jsonl|csv [-o FILE] [--token TOKEN]
+    keygen   --name NAME -o FILE [--type witness|log]
+
+The HTTP contract these rely on (the server implements it; nothing else is assumed):
+
+- The log is a c2sp.org/tlog-tiles log under `{server}/log/`: `GET /log/checkpoint` (the
+  signed checkpoint, auditors' cosignatures appended), `GET /log/tile/<L>/<N>[.p/<W>]`,
+  `GET /log/tile/entries/<N>[.p/<W>]`. 404 for a tile that does not exist. No login.
+- `POST /log/cosignatures` with JSON `{"checkpoint": <the checkpoint note text as fetched>,
+  "cosignature": <one signature line "— <name> <base64>", no newline>}`. The cosignature is a
+  c2sp.org/tlog-cosignature (type 0x04) signature over that checkpoint's body by a witness key
+  the server knows. The server answers 2xx when it accepted it; 4xx with a JSON
+  `{"detail": ...}` otherwise (unknown witness, bad signature, stale or unknown checkpoint,
+  or inconsistent with the last checkpoint this witness cosigned).
+- `GET /api/log/entries?subject=<subject>` and `GET /api/log/entries?start=<index>&limit=<n>`
+  with `Authorization: Bearer <token>`: JSON, either a list of entries or an object whose
+  `entries` key is that list. Each entry is an object with at least `index` (int), `time`
+  (RFC 3339 string), `actor`, `action`, `subject` (strings) and `details` (object). Paged
+  results are in index order; a page shorter than `limit` is the last one.
+
+The token comes from `--token` or the PORCHLIGHT_TOKEN environment variable; it is sent only to
+the /api endpoints and never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from porchlight.cli import CommandError
+from porchlight.tlog.checkpoint import CheckpointError, cosign, verified_cosignatures
+from porchlight.tlog.note import (
+    ALG_COSIGNATURE_V1,
+    ALG_ED25519,
+    CosignatureSigner,
+    CosignatureVerifier,
+    NoteError,
+    generate_signer,
+    parse_signer_key,
+    parse_verifier_key,
+)
+from porchlight.tlog.verify import (
+    DirectorySource,
+    HttpSource,
+    TileSource,
+    VerifiedLog,
+    VerifyError,
+    load_state,
+    save_state,
+    verify_log,
+)
+
+EXPORT_PAGE_SIZE = 1000
+_TIMEOUT = 30.0
+
+
+def register(subparsers: Any) -> None:
+    audit = subparsers.add_parser(
+        "audit",
+        help="verify, cosign and read the transparency log",
+        description="Verify, cosign and read the transparency log.",
+    )
+    commands = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
+
+    verify = commands.add_parser("verify", help="verify the whole log and its consistency")
+    where = verify.add_mutually_exclusive_group(required=True)
+    where.add_argument("--server", help="server base URL (the log is under {server}/log/)")
+    where.add_argument("--dir", type=Path, help="a directory of tiles and checkpoints")
+    verify.add_argument("--key", required=True, help="the log's verifier key (name+id+key)")
+    verify.add_argument("--state", type=Path, help="where the last verified checkpoint is kept")
+    verify.add_argument("--checkpoint", type=Path, help="verify this checkpoint file instead")
+    verify.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="require a valid cosignature by this witness key (repeatable)",
+    )
+    verify.set_defaults(handler=_verify)
+
+    cosign_cmd = commands.add_parser("cosign", help="verify, then cosign and submit")
+    cosign_cmd.add_argument("--server", required=True, help="server base URL")
+    cosign_cmd.add_argument("--key", required=True, help="the log's verifier key")
+    cosign_cmd.add_argument(
+        "--signer-key", required=True, type=Path, help="file holding your witness signer key"
+    )
+    cosign_cmd.add_argument("--state", type=Path, help="where the last verified checkpoint is kept")
+    cosign_cmd.set_defaults(handler=_cosign)
+
+    timeline = commands.add_parser("timeline", help="every log entry about one request")
+    timeline.add_argument("request_id", metavar="REQUEST_ID")
+    timeline.add_argument("--server", required=True, help="server base URL")
+    timeline.add_argument("--token", help="API token (default: $PORCHLIGHT_TOKEN)")
+    timeline.set_defaults(handler=_timeline)
+
+    export = commands.add_parser("export", help="export every log entry")
+    export.add_argument("--server", required=True, help="server base URL")
+    export.add_argument("--format", required=True, choices=("jsonl", "csv"))
+    export.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
+    export.add_argument("--token", help="API token (default: $PORCHLIGHT_TOKEN)")
+    export.set_defaults(handler=_export)
+
+    keygen = commands.add_parser("keygen", help="generate a witness (or log) signing key")
+    keygen.add_argument("--name", required=True, help="key name, e.g. auditor.example.org/a1")
+    keygen.add_argument("-o", "--output", required=True, type=Path, help="signer key file")
+    keygen.add_argument(
+        "--type",
+        choices=("witness", "log"),
+        default="witness",
+        help="witness: cosignature/v1 (0x04, default); log: plain Ed25519 (0x01)",
+    )
+    keygen.set_defaults(handler=_keygen)
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    print(f"\rporchlight: {stage} {done}/{total}", end="", file=sys.stderr, flush=True)
+    if done >= total:
+        print(file=sys.stderr)
+
+
+def _default_state_path(vkey: str) -> Path:
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    name = re.sub(r"[^A-Za-z0-9.+-]", "_", "+".join(vkey.strip().split("+")[:2]))
+    return base / "porchlight" / "audit" / f"{name}.json"
+
+
+def _run_verify(
+    source: TileSource, vkey: str, state_path: Path, checkpoint: Path | None
+) -> VerifiedLog:
+    try:
+        previous = load_state(state_path)
+        checkpoint_text = None
+        if checkpoint is not None:
+            try:
+                checkpoint_text = checkpoint.read_bytes()
+            except OSError as error:
+                raise CommandError(f"cannot read checkpoint {checkpoint}: {error}") from error
+        result = verify_log(
+            source,
+            vkey,
+            checkpoint_text=checkpoint_text,
+            previous=previous,
+            allow_older=checkpoint is not None,
+            progress=_progress,
+        )
+    except VerifyError as error:
+        raise CommandError(
+            f"log verification failed: {error.message}",
+            hint="keep the state file and this output: it is evidence",
+        ) from error
+    if previous is None or result.state.size >= previous.size:
+        save_state(state_path, result.state)
+    return result
+
+
+def _summary(result: VerifiedLog) -> str:
+    checkpoint = result.checkpoint
+    root = result.state.to_json()["root_hash"]
+    line = f"verified {checkpoint.origin}: size {checkpoint.size}, root {root}"
+    if result.previous is not None:
+        line += f" (consistent with size {result.previous.size} verified before)"
+    return line
+
+
+def _source(args: argparse.Namespace) -> TileSource:
+    if args.dir is not None:
+        if not args.dir.is_dir():
+            raise CommandError(f"{args.dir} is not a directory")
+        return DirectorySource(args.dir)
+    return HttpSource(f"{args.server.rstrip('/')}/log", httpx.Client(timeout=_TIMEOUT))
+
+
+def _verify(args: argparse.Namespace) -> int:
+    witnesses: list[CosignatureVerifier] = []
+    for vkey in args.witness:
+        witness = _parse_vkey(vkey)
+        if not isinstance(witness, CosignatureVerifier):
+            raise CommandError(f"--witness {vkey} is not a cosignature (type 0x04) key")
+        witnesses.append(witness)
+    _parse_vkey(args.key)
+    state_path = args.state or _default_state_path(args.key)
+    result = _run_verify(_source(args), args.key, state_path, args.checkpoint)
+    if witnesses:
+        try:
+            cosigned = {w for w, _ in verified_cosignatures(result.checkpoint_text, witnesses)}
+        except CheckpointError as error:
+            raise CommandError(f"log verification failed: cosignature: {error}") from error
+        missing = [w.name for w in witnesses if w not in cosigned]
+        if missing:
+            raise CommandError(f"checkpoint is not cosigned by {', '.join(missing)}")
+    print(_summary(result))
+    return 0
+
+
+def _parse_vkey(vkey: str) -> Any:
+    try:
+        return parse_verifier_key(vkey)
+    except NoteError as error:
+        raise CommandError(f"bad verifier key {vkey!r}: {error}") from error
+
+
+def _cosign(args: argparse.Namespace) -> int:
+    _parse_vkey(args.key)
+    try:
+        signer = parse_signer_key(args.signer_key.read_text())
+    except OSError as error:
+        raise CommandError(f"cannot read {args.signer_key}: {error}") from error
+    except NoteError as error:
+        raise CommandError(f"{args.signer_key}: {error}") from error
+    if not isinstance(signer, CosignatureSigner):
+        raise CommandError(
+            f"{args.signer_key} is not a witness key (cosignature/v1, type 0x04)",
+            hint="create one with: porchlight audit keygen --name NAME -o FILE",
+        )
+    server = args.server.rstrip("/")
+    state_path = args.state or _default_state_path(args.key)
+    with httpx.Client(timeout=_TIMEOUT) as client:
+        result = _run_verify(HttpSource(f"{server}/log", client), args.key, state_path, None)
+        signature = cosign(result.checkpoint_text, signer)
+        line = signature.line().rstrip("\n")
+        body = {"checkpoint": result.checkpoint_text, "cosignature": line}
+        try:
+            response = client.post(f"{server}/log/cosignatures", json=body)
+        except httpx.HTTPError as error:
+            raise CommandError(f"cannot submit the cosignature: {error}") from error
+    if not response.is_success:
+        raise CommandError(
+            f"server refused the cosignature: HTTP {response.status_code}: {_detail(response)}"
+        )
+    print(_summary(result))
+    print(line)
+    return 0
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text.strip()[:300]
+    if isinstance(data, dict) and "detail" in data:
+        return str(data["detail"])
+    return json.dumps(data)[:300]
+
+
+def _token(args: argparse.Namespace) -> str:
+    token: str | None = args.token or os.environ.get("PORCHLIGHT_TOKEN")
+    if not token:
+        raise CommandError(
+            "this command needs an API token", hint="pass --token or set PORCHLIGHT_TOKEN"
+        )
+    return token
+
+
+def _get_entries(
+    client: httpx.Client, server: str, token: str, params: dict[str, str | int]
+) -> list[dict[str, Any]]:
+    url = f"{server.rstrip('/')}/api/log/entries"
+    try:
+        response = client.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as error:
+        raise CommandError(f"cannot reach {url}: {error}") from error
+    if response.status_code in (401, 403):
+        raise CommandError(
+            f"the server refused the token (HTTP {response.status_code})",
+            hint="check --token / PORCHLIGHT_TOKEN: reading the log needs the auditor role",
+        )
+    if not response.is_success:
+        raise CommandError(f"{url}: HTTP {response.status_code}: {_detail(response)}")
+    try:
+        data = response.json()
+    except ValueError as error:
+        raise CommandError(f"{url} did not return JSON") from error
+    entries = data.get("entries") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise CommandError(f"{url} returned something other than a list of entries")
+    for entry in entries:
+        missing = [k for k in ("index", "time", "actor", "action", "subject") if k not in entry]
+        if missing:
+            raise CommandError(f"{url} returned an entry without {', '.join(missing)}")
+    return entries
+
+
+def _details_text(details: Any) -> str:
+    if isinstance(details, dict):
+        return ", ".join(f"{k}={_scalar(v)}" for k, v in details.items())
+    return "" if details is None else _scalar(details)
+
+
+def _scalar(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _timeline(args: argparse.Namespace) -> int:
+    token = _token(args)
+    with httpx.Client(timeout=_TIMEOUT) as client:
+        entries = _get_entries(
+            client, args.server, token, {"subject": f"request:{args.request_id}"}
+        )
+    if not entries:
+        raise CommandError(f"no log entries about request {args.request_id}")
+    print(f"request {args.request_id}: {len(entries)} log entries")
+    for entry in sorted(entries, key=lambda e: int(e["index"])):
+        details = _details_text(entry.get("details"))
+        line = f"#{entry['index']:<7} {entry['time']}  {entry['actor']}  {entry['action']}"
+        print(line + (f"  ({details})" if details else ""))
+    return 0
+
+
+def _pages(client: httpx.Client, server: str, token: str) -> Iterator[list[dict[str, Any]]]:
+    start = 0
+    while True:
+        page = _get_entries(client, server, token, {"start": start, "limit": EXPORT_PAGE_SIZE})
+        if page:
+            yield page
+        if len(page) < EXPORT_PAGE_SIZE:
+            return
+        last = int(page[-1]["index"])
+        if last < start:
+            raise CommandError(f"server paged backwards (asked from {start}, got {last})")
+        start = last + 1
+
+
+_CSV_FIELDS = ("index", "time", "actor", "action", "subject", "details")
+
+
+def _export(args: argparse.Namespace) -> int:
+    token = _token(args)
+    target = args.output
+    buffer = io.StringIO()
+    out: TextIO = buffer if target is not None else sys.stdout
+    writer = csv.writer(out, lineterminator="\n") if args.format == "csv" else None
+    if writer is not None:
+        writer.writerow(_CSV_FIELDS)
+    count = 0
+    with httpx.Client(timeout=_TIMEOUT) as client:
+        for page in _pages(client, args.server, token):
+            for entry in page:
+                if writer is not None:
+                    row = [entry.get(k) for k in _CSV_FIELDS[:-1]]
+                    writer.writerow([*row, json.dumps(entry.get("details"), sort_keys=True)])
+                else:
+                    out.write(json.dumps(entry, sort_keys=True) + "\n")
+                count += 1
+            print(f"\rporchlight: exported {count} entries", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    if target is not None:
+        # Written only once every page arrived: a failed export leaves no partial file.
+        temporary = target.with_name(target.name + ".tmp")
+        temporary.write_text(buffer.getvalue())
+        os.replace(temporary, target)
+        print(f"wrote {count} entries to {target}")
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    algorithm = ALG_COSIGNATURE_V1 if args.type == "witness" else ALG_ED25519
+    try:
+        signer = generate_signer(args.name, algorithm)
+    except NoteError as error:
+        raise CommandError(f"bad key name {args.name!r}: {error}") from error
+    try:
+        # O_EXCL: never overwrite an existing key; 0600: the signer key is a secret.
+        descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as error:
+        raise CommandError(f"{args.output} already exists; not overwriting a key") from error
+    except OSError as error:
+        raise CommandError(f"cannot create {args.output}: {error}") from error
+    with os.fdopen(descriptor, "w") as file:
+        file.write(signer.skey() + "\n")
+    print(signer.verifier().vkey())
+    return 0

@@ -1,0 +1,465 @@
+"""Full, independent verification of a tiled transparency log.
+
+Works on any c2sp.org/tlog-tiles log (a local directory such as a Tessera log, or an HTTP
+prefix serving `checkpoint`, `tile/<L>/<N>[.p/<W>]` and `tile/entries/<N>[.p/<W>]`):
+
+1. the checkpoint (c2sp.org/tlog-checkpoint) must carry a valid signature by the given
+   verifier key (c2sp.org/signed-note);
+2. every entry bundle up to the checkpoint's size is fetched and each entry's RFC 6962 leaf
+   hash recomputed; the whole tree is rebuilt from those leaf hashes (RFC 9162 2.1.1) and its
+   root must equal the signed root;
+3. every hash tile at every level must equal the recomputed complete-subtree hashes;
+4. against the previously verified checkpoint, kept in a JSON state file: the new tree must
+   contain the old one (same root at the old size; rebuilding the whole tree is a stronger
+   check than an RFC 9162 2.1.4 consistency proof), and the checkpoint may not roll back.
+
+Failures raise `VerifyError` naming the first bad entry index when one can be determined
+(an entry whose leaf hash disagrees with the log's own hash tiles is the first place the
+history diverges), otherwise the bad tile or the bad or inconsistent checkpoint.
+
+The state file also keeps the hashes of each complete 256-entry block and the leaf hashes of
+the last partial block, so that when a log later presents a rewritten history (a fork
+re-signed with the log's own key), the first differing block, or entry within the tail, is named.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from porchlight.tlog.checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from porchlight.tlog.merkle import HASH_SIZE, complete_levels, root_from_levels
+from porchlight.tlog.note import Ed25519Verifier, NoteError, parse_verifier_key
+from porchlight.tlog.tiles import (
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    Tile,
+    TileError,
+    decode_bundle,
+    leaf_hashes,
+    tile_levels,
+    tiles_at_level,
+)
+
+CHECKPOINT_PATH = "checkpoint"
+STATE_VERSION = 1
+
+Progress = Callable[[str, int, int], None]
+
+
+class VerifyError(Exception):
+    """The log failed verification. `entry` is the first bad entry index, when known."""
+
+    def __init__(self, message: str, *, entry: int | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.entry = entry
+        self.path = path
+
+
+class TileSource(Protocol):
+    """Where a log's files come from. `read` returns None for a file that does not exist."""
+
+    def describe(self) -> str: ...
+
+    def read(self, path: str) -> bytes | None: ...
+
+
+@dataclass
+class DirectorySource:
+    """A log laid out on disk, as Tessera's POSIX storage writes it."""
+
+    root: Path
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def read(self, path: str) -> bytes | None:
+        target = self.root / path
+        try:
+            return target.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise VerifyError(f"{path}: cannot read: {error}", path=path) from error
+
+
+@dataclass
+class HttpSource:
+    """A log served over HTTP under `prefix` (for Porchlight, `{server}/log`)."""
+
+    prefix: str
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0))
+
+    def describe(self) -> str:
+        return self.prefix
+
+    def read(self, path: str) -> bytes | None:
+        url = f"{self.prefix.rstrip('/')}/{path}"
+        try:
+            response = self.client.get(url)
+        except httpx.HTTPError as error:
+            raise VerifyError(f"{url}: {error}", path=path) from error
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise VerifyError(f"{url}: HTTP {response.status_code}", path=path)
+        return response.content
+
+
+@dataclass(frozen=True)
+class VerifiedState:
+    """What an auditor remembers about the last checkpoint it verified."""
+
+    origin: str
+    vkey: str
+    size: int
+    root_hash: bytes
+    checkpoint: str
+    block_hashes: tuple[bytes, ...]
+    tail_leaf_hashes: tuple[bytes, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "origin": self.origin,
+            "vkey": self.vkey,
+            "size": self.size,
+            "root_hash": base64.b64encode(self.root_hash).decode(),
+            "checkpoint": self.checkpoint,
+            "block_hashes": base64.b64encode(b"".join(self.block_hashes)).decode(),
+            "tail_leaf_hashes": base64.b64encode(b"".join(self.tail_leaf_hashes)).decode(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VerifiedState:
+        try:
+            if data["version"] != STATE_VERSION:
+                raise ValueError(f"unknown state version {data['version']!r}")
+            state = cls(
+                origin=str(data["origin"]),
+                vkey=str(data["vkey"]),
+                size=int(data["size"]),
+                root_hash=base64.b64decode(data["root_hash"], validate=True),
+                checkpoint=str(data["checkpoint"]),
+                block_hashes=_split(base64.b64decode(data["block_hashes"], validate=True)),
+                tail_leaf_hashes=_split(base64.b64decode(data["tail_leaf_hashes"], validate=True)),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise VerifyError(f"state file is malformed: {error}") from error
+        if (
+            len(state.block_hashes) != state.size // TILE_WIDTH
+            or len(state.tail_leaf_hashes) != state.size % TILE_WIDTH
+        ):
+            raise VerifyError("state file is malformed: block hashes do not match its size")
+        return state
+
+
+def _split(data: bytes) -> tuple[bytes, ...]:
+    if len(data) % HASH_SIZE:
+        raise ValueError("hash list is not a whole number of hashes")
+    return tuple(data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE))
+
+
+def load_state(path: Path) -> VerifiedState | None:
+    """The saved state, or None when the file does not exist yet."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise VerifyError(f"state file {path} is not JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise VerifyError(f"state file {path} is not a JSON object")
+    return VerifiedState.from_json(data)
+
+
+def save_state(path: Path, state: VerifiedState) -> None:
+    """Write the state atomically, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(state.to_json(), indent=1) + "\n")
+    os.replace(temporary, path)
+
+
+@dataclass(frozen=True)
+class VerifiedLog:
+    """The outcome of a successful verification."""
+
+    checkpoint: Checkpoint
+    checkpoint_text: str
+    state: VerifiedState
+    previous: VerifiedState | None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _read_tile(source: TileSource, tile: Tile) -> tuple[bytes | None, str]:
+    """Read a tile; a missing partial tile falls back to its full replacement, truncated
+    later by the caller (tlog-tiles lets logs replace partial tiles with full ones)."""
+    path = tile.path()
+    data = source.read(path)
+    if data is None and tile.width < TILE_WIDTH:
+        full = tile.full().path()
+        data = source.read(full)
+        if data is not None:
+            return data, full
+    return data, path
+
+
+@dataclass
+class _Entries:
+    """Leaf hashes gathered so far and the first problem found, by entry index."""
+
+    hashes: list[bytes] = field(default_factory=list)
+    first_bad: int | None = None
+    problem: str = ""
+    path: str | None = None
+
+    def flag(self, index: int, problem: str, path: str) -> None:
+        if self.first_bad is None or index < self.first_bad:
+            self.first_bad, self.problem, self.path = index, problem, path
+
+
+def _gather_entries(source: TileSource, size: int, progress: Progress | None) -> _Entries:
+    found = _Entries()
+    bundles = tiles_at_level(size, None)
+    for number, bundle in enumerate(bundles):
+        start = bundle.index * TILE_WIDTH
+        data, path = _read_tile(source, bundle)
+        entries: list[bytes] = []
+        if data is None:
+            found.flag(start, f"entry {start} is missing: {bundle.path()} not found", path)
+        else:
+            try:
+                entries = decode_bundle(data)
+            except TileError as error:
+                found.flag(start, f"entry bundle {path} is malformed ({error})", path)
+            is_full_fallback = path != bundle.path()
+            if is_full_fallback:
+                entries = entries[: bundle.width]
+            if len(entries) < bundle.width:
+                missing = start + len(entries)
+                found.flag(missing, f"entry {missing} is missing from {path}", path)
+            elif len(entries) > bundle.width:
+                extra = start + bundle.width
+                found.flag(extra, f"{path} holds entries beyond its width (entry {extra})", path)
+                entries = entries[: bundle.width]
+        found.hashes.extend(leaf_hashes(entries))
+        if len(found.hashes) != start + len(entries):
+            # A gap: later hashes would sit at wrong indexes, so stop gathering here.
+            break
+        if len(entries) < bundle.width:
+            break
+        if progress and (number % 64 == 63 or number == len(bundles) - 1):
+            progress("entries", start + bundle.width, size)
+    return found
+
+
+@dataclass(frozen=True)
+class _Mismatch:
+    """The first leaf hash (by entry index) that differs from the log's level-0 tiles."""
+
+    entry: int
+    path: str
+
+
+def _compare_level0(
+    source: TileSource, hashes: Sequence[bytes], size: int
+) -> tuple[_Mismatch | None, list[str]]:
+    """Compare recomputed leaf hashes with the level-0 tiles.
+
+    Returns the first divergent entry, and the problems with the tiles themselves (missing or
+    the wrong length)."""
+    tile_problems: list[str] = []
+    for tile in tiles_at_level(size, 0):
+        start = tile.index * TILE_WIDTH
+        data, path = _read_tile(source, tile)
+        if data is None:
+            tile_problems.append(f"{tile.path()} not found")
+            continue
+        data = data[: tile.width * HASH_SIZE] if path != tile.path() else data
+        if len(data) != tile.width * HASH_SIZE:
+            tile_problems.append(f"{path} is {len(data)} bytes, expected {tile.width * 32}")
+        computed = b"".join(hashes[start : start + tile.width])
+        if data[: len(computed)] == computed:
+            continue
+        for offset in range(0, len(computed), HASH_SIZE):
+            if data[offset : offset + HASH_SIZE] != computed[offset : offset + HASH_SIZE]:
+                return _Mismatch(start + offset // HASH_SIZE, path), tile_problems
+    return None, tile_problems
+
+
+def _entry_mismatch_error(mismatch: _Mismatch) -> VerifyError:
+    return VerifyError(
+        f"entry {mismatch.entry} does not match the log's tree: its leaf hash differs from "
+        f"{mismatch.path} (the entry was altered, removed, inserted or reordered)",
+        entry=mismatch.entry,
+        path=mismatch.path,
+    )
+
+
+def _check_upper_tiles(source: TileSource, levels: Sequence[Sequence[bytes]], size: int) -> None:
+    for level in tile_levels(size):
+        if level == 0:
+            continue
+        row = levels[TILE_HEIGHT * level]
+        for tile in tiles_at_level(size, level):
+            data, path = _read_tile(source, tile)
+            if data is None:
+                raise VerifyError(f"tile {tile.path()} not found", path=tile.path())
+            data = data[: tile.width * HASH_SIZE] if path != tile.path() else data
+            start = tile.index * TILE_WIDTH
+            if data != b"".join(row[start : start + tile.width]):
+                raise VerifyError(
+                    f"tile {path} does not match the tree recomputed from the entries",
+                    path=path,
+                )
+
+
+def _fork_detail(previous: VerifiedState, levels: Sequence[Sequence[bytes]]) -> str:
+    """Where the presented history first differs from the one verified before."""
+    blocks = levels[TILE_HEIGHT] if len(levels) > TILE_HEIGHT else []
+    for block, old in enumerate(previous.block_hashes):
+        if block >= len(blocks) or blocks[block] != old:
+            start = block * TILE_WIDTH
+            return f"; first differing entry is in {start}..{start + TILE_WIDTH - 1}"
+    tail_start = len(previous.block_hashes) * TILE_WIDTH
+    for offset, old in enumerate(previous.tail_leaf_hashes):
+        index = tail_start + offset
+        if index >= len(levels[0]) or levels[0][index] != old:
+            return f"; first differing entry is {index}"
+    return ""
+
+
+def _consistent(previous: VerifiedState, levels: Sequence[Sequence[bytes]], size: int) -> bool:
+    """Is the verified tree of `size` leaves consistent with the previously verified one?"""
+    if previous.size == 0:
+        return True
+    if size >= previous.size:
+        return root_from_levels(levels, previous.size) == previous.root_hash
+    # An older checkpoint: compare what the state remembers of the first `size` entries.
+    # Complete 256-entry blocks are compared by hash; a partial block only when the state
+    # kept its leaf hashes (it lies in the state's own tail).
+    full_blocks = size // TILE_WIDTH
+    blocks = levels[TILE_HEIGHT] if len(levels) > TILE_HEIGHT else []
+    if list(blocks[:full_blocks]) != list(previous.block_hashes[:full_blocks]):
+        return False
+    if full_blocks == len(previous.block_hashes):
+        tail = levels[0][full_blocks * TILE_WIDTH : size]
+        return list(tail) == list(previous.tail_leaf_hashes[: len(tail)])
+    return True
+
+
+def state_for(
+    vkey: str, checkpoint: Checkpoint, text: str, levels: Sequence[Sequence[bytes]]
+) -> VerifiedState:
+    size = checkpoint.size
+    blocks = levels[TILE_HEIGHT][: size // TILE_WIDTH] if len(levels) > TILE_HEIGHT else []
+    tail_start = size - size % TILE_WIDTH
+    return VerifiedState(
+        origin=checkpoint.origin,
+        vkey=vkey,
+        size=size,
+        root_hash=checkpoint.root_hash,
+        checkpoint=text,
+        block_hashes=tuple(blocks),
+        tail_leaf_hashes=tuple(levels[0][tail_start:size]) if size else (),
+    )
+
+
+def verify_log(
+    source: TileSource,
+    vkey: str,
+    *,
+    checkpoint_text: bytes | None = None,
+    previous: VerifiedState | None = None,
+    allow_older: bool = False,
+    progress: Progress | None = None,
+) -> VerifiedLog:
+    """Verify the whole log against `vkey`; raise `VerifyError` at the first problem.
+
+    `checkpoint_text` verifies a given checkpoint instead of the source's current one.
+    `previous` is the state from the last successful run (see `load_state`). A checkpoint
+    smaller than `previous` is a rollback, unless `allow_older` (an archived checkpoint that
+    the caller chose to check): then it is checked against what the state remembers."""
+    try:
+        verifier: Ed25519Verifier = parse_verifier_key(vkey)
+    except NoteError as error:
+        raise VerifyError(f"verifier key: {error}") from error
+    raw = checkpoint_text if checkpoint_text is not None else source.read(CHECKPOINT_PATH)
+    if raw is None:
+        raise VerifyError(f"checkpoint not found at {source.describe()}", path=CHECKPOINT_PATH)
+    try:
+        signed = open_checkpoint(raw, verifier)
+    except (CheckpointError, NoteError) as error:
+        raise VerifyError(f"checkpoint: {error}", path=CHECKPOINT_PATH) from error
+    checkpoint = signed.checkpoint
+    size = checkpoint.size
+    text = signed.text()
+
+    if previous is not None:
+        if previous.vkey != vkey or previous.origin != checkpoint.origin:
+            raise VerifyError(
+                f"state file is for log {previous.origin!r} ({previous.vkey}), not "
+                f"{checkpoint.origin!r} ({vkey})"
+            )
+        if size < previous.size and not allow_older:
+            raise VerifyError(
+                f"checkpoint (size {size}) is older than the checkpoint verified before "
+                f"(size {previous.size}): the log rolled back",
+                path=CHECKPOINT_PATH,
+            )
+
+    found = _gather_entries(source, size, progress)
+    mismatch, tile_problems = _compare_level0(source, found.hashes, size)
+    if found.first_bad is not None:
+        # Entries are missing or unreadable: an earlier divergence is still the first bad one.
+        if mismatch is not None and mismatch.entry < found.first_bad:
+            raise _entry_mismatch_error(mismatch)
+        raise VerifyError(found.problem, entry=found.first_bad, path=found.path)
+
+    levels = complete_levels(found.hashes) if size else [[]]
+    computed_root = root_from_levels(levels, size)
+    if computed_root != checkpoint.root_hash:
+        # The signed root vouches for neither the entries nor the tiles. Where they disagree
+        # is where history was changed; if they agree, both were rewritten consistently.
+        if mismatch is not None:
+            raise _entry_mismatch_error(mismatch)
+        detail = _fork_detail(previous, levels) if previous is not None else ""
+        raise VerifyError(
+            f"checkpoint root {_b64(checkpoint.root_hash)} (size {size}) does not match the root "
+            f"recomputed from the entries and tiles, {_b64(computed_root)}{detail}",
+            path=CHECKPOINT_PATH,
+        )
+    # From here on the entries are vouched for by the signed root: any difference is the tiles'.
+    if mismatch is not None:
+        raise VerifyError(
+            f"tile {mismatch.path} is corrupt: its hash for entry {mismatch.entry} does not "
+            "match the entry (the entries themselves match the signed checkpoint)",
+            path=mismatch.path,
+        )
+    if tile_problems:
+        raise VerifyError(f"tile {tile_problems[0]}", path=tile_problems[0].split(" ")[0])
+    _check_upper_tiles(source, levels, size)
+
+    if previous is not None and not _consistent(previous, levels, size):
+        raise VerifyError(
+            f"checkpoint (size {size}, root {_b64(checkpoint.root_hash)}) is inconsistent "
+            f"with the checkpoint verified before (size {previous.size}, root "
+            f"{_b64(previous.root_hash)}): the log's history was rewritten or forked"
+            f"{_fork_detail(previous, levels)}",
+            path=CHECKPOINT_PATH,
+        )
+    return VerifiedLog(checkpoint, text, state_for(vkey, checkpoint, text, levels), previous)
