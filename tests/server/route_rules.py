@@ -1,0 +1,51 @@
+"""Who may call each route: THE table the role-by-route test checks the app against.
+
+Every (METHOD, path) the app serves must appear here, or test_role_routes fails. A rule is
+the set of roles allowed (from DESIGN "Roles"), or PUBLIC (no sign-in), or DEVICE (a signed
+device call). Add your route's line when you add the route.
+"""
+
+from __future__ import annotations
+
+from app.permissions import Role
+
+PUBLIC = "public"
+DEVICE = "device"
+SIGNED_IN = frozenset(Role)
+
+R = Role
+Rule = frozenset[Role] | str
+
+ROUTE_RULES: dict[tuple[str, str], Rule] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    # accounts
+    ("POST", "/api/session"): PUBLIC,
+    ("DELETE", "/api/session"): SIGNED_IN,
+    ("GET", "/api/me"): SIGNED_IN,
+    ("POST", "/api/tokens"): SIGNED_IN,
+    ("GET", "/api/tokens"): SIGNED_IN,
+    ("DELETE", "/api/tokens/{token_id}"): SIGNED_IN,
+    ("POST", "/api/invites"): frozenset({R.admin}),
+    ("GET", "/api/invites"): frozenset({R.admin}),
+    ("POST", "/api/invites/accept"): PUBLIC,
+    ("GET", "/api/people"): frozenset({R.admin}),
+    # agencies
+    ("POST", "/api/agencies"): frozenset({R.admin}),
+    ("GET", "/api/agencies"): frozenset({R.admin, R.auditor, R.reviewer}),
+    ("GET", "/api/agencies/{agency_id}"): frozenset({R.admin, R.auditor, R.reviewer}),
+    # devices
+    ("POST", "/api/devices/enrolment-codes"): frozenset({R.resident}),
+    ("POST", "/api/devices/enroll"): PUBLIC,
+    ("GET", "/api/devices"): frozenset({R.resident}),
+    ("PUT", "/api/devices/{device_id}/location"): frozenset({R.resident}),
+    ("POST", "/api/devices/{device_id}/revoke"): frozenset({R.resident}),
+    ("GET", "/api/admin/devices"): frozenset({R.admin}),
+    ("POST", "/api/admin/devices/{device_id}/revoke"): frozenset({R.admin}),
+    ("GET", "/api/device/self"): DEVICE,
+    # log
+    ("GET", "/api/log/entries"): frozenset({R.auditor}),
+}
