@@ -27,8 +27,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.accounts import service as accounts
+from app.accounts.models import User
 from app.agencies import service as agencies
-from app.devices import service as devices
 from app.models import metadata
 from app.permissions import Role
 from porchlight.client import Enrolment, raw_public_key, sign_device_call
@@ -128,7 +128,7 @@ class Community:
         """Register an agency (by a fresh admin) and return its id."""
         admin = self.person(Role.admin)
         with self.session() as session:
-            by = session.get(accounts.User, admin.id)
+            by = session.get(User, admin.id)
             assert by is not None
             agency = agencies.create_agency(
                 session, by, name or f"Agency {next(_numbers)}", "Testshire", x25519_recipient(),

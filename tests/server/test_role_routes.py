@@ -45,7 +45,7 @@ def _concrete(path: str) -> str:
 
 
 def _call(client: TestClient, method: str, path: str, headers: dict[str, str]) -> int:
-    return client.request(method, path, headers=headers, json={}).status_code
+    return int(client.request(method, path, headers=headers, json={}).status_code)
 
 
 @pytest.mark.parametrize("key", sorted(ROUTE_RULES), ids=lambda k: f"{k[0]} {k[1]}")
