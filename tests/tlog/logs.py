@@ -45,6 +45,11 @@ def write_bundles_only(directory: Path, entries: Sequence[bytes]) -> None:
     write_files(directory, files)
 
 
+def add_tiles(directory: Path, entries: Sequence[bytes]) -> None:
+    """Write the tiles of a grown log beside the old ones, as an append-only log does."""
+    write_files(directory, build_tiles(entries))
+
+
 def sign(directory: Path, entries: Sequence[bytes], name: str = "checkpoint") -> str:
     """Sign a checkpoint over `entries` with the log's key and write it as `name`."""
     text = sign_checkpoint(Checkpoint(ORIGIN, len(entries), root(leaf_hashes(entries))), signer())

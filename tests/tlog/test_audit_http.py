@@ -1,0 +1,251 @@
+"""`porchlight audit` over HTTP, against a loopback server that speaks the contract documented
+in porchlight/audit_cli.py: a tlog-tiles log under /log/, cosignature submission, and the
+authenticated entries API. (The real server has its own tests against the same contract.)"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from porchlight.cli import main
+from porchlight.tlog.checkpoint import add_signatures, verified_cosignatures
+from porchlight.tlog.note import CosignatureVerifier, Note, parse_note, parse_signature_line
+from porchlight.tlog.note import parse_verifier_key as parse_vkey
+from tests.tlog.logs import build_log, entry, sign, signer, write_tiles
+
+TOKEN = "auditor-token-123"
+SIZE = 700
+
+
+@dataclass
+class LogServer:
+    directory: Path
+    url: str = ""
+    witnesses: list[CosignatureVerifier] = field(default_factory=list)
+    cosignatures: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+def _handler(state: LogServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _send(self, code: int, body: bytes, kind: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            state.requests.append((parts.path, self.headers.get("Authorization")))
+            if parts.path.startswith("/log/"):
+                target = state.directory / parts.path.removeprefix("/log/")
+                if not target.is_file():
+                    self._send(404, b'{"detail": "not found"}')
+                    return
+                body = target.read_bytes()
+                if target.name == "checkpoint":
+                    body = add_signatures(
+                        body.decode(), [parse_signature_line(x) for x in state.cosignatures]
+                    ).encode()
+                self._send(200, body, "application/octet-stream")
+                return
+            if parts.path == "/api/log/entries":
+                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                    self._send(401, b'{"detail": "not authenticated"}')
+                    return
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                rows = state.records
+                if "subject" in query:
+                    rows = [r for r in rows if r["subject"] == query["subject"]]
+                    self._send(200, json.dumps({"entries": rows}).encode())
+                    return
+                start, limit = int(query["start"]), int(query["limit"])
+                self._send(200, json.dumps(rows[start : start + limit]).encode())
+                return
+            self._send(404, b'{"detail": "not found"}')
+
+        def do_POST(self) -> None:
+            if self.path != "/log/cosignatures":
+                self._send(404, b"{}")
+                return
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            submitted = parse_signature_line(body["cosignature"])
+            cosigned = Note(parse_note(body["checkpoint"]).text, (submitted,)).format()
+            if not verified_cosignatures(cosigned, state.witnesses):
+                self._send(403, b'{"detail": "unknown witness"}')
+                return
+            state.cosignatures.append(body["cosignature"])
+            self._send(201, b"{}")
+
+    return Handler
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LogServer]:
+    directory = tmp_path / "served"
+    entries = [entry(i) for i in range(SIZE)]
+    build_log(directory, entries)
+    state = LogServer(directory, records=[json.loads(e) for e in entries])
+    for record in state.records:
+        record["details"] = {"note": 'a, "quoted" value', "n": record["details"]["n"]}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+VKEY = signer().verifier().vkey()
+
+
+def test_verify_over_http(
+    server: LogServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state.json"
+    args = ["audit", "verify", "--server", server.url, "--key", VKEY, "--state", str(state)]
+    assert main(args) == 0
+    assert f"size {SIZE}, root " in capsys.readouterr().out
+    assert ("/log/tile/entries/002.p/188", None) in server.requests
+    # The server rewrites history and re-signs: the saved state catches it.
+    forked = [*(entry(i) for i in range(SIZE - 1)), b"rewritten", entry(SIZE)]
+    write_tiles(server.directory, forked)
+    sign(server.directory, forked)
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "inconsistent with the checkpoint verified before" in err
+    assert f"first differing entry is {SIZE - 1}" in err
+
+
+def test_unreachable_server_is_a_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["audit", "verify", "--server", "http://127.0.0.1:9", "--key", VKEY]
+    assert main([*args, "--state", str(tmp_path / "s.json")]) != 0
+    assert "porchlight: error: log verification failed" in capsys.readouterr().err
+
+
+def test_keygen_then_cosign_then_verify_with_witness(
+    server: LogServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "witness.key"
+    assert main(["audit", "keygen", "--name", "auditor.test/a1", "-o", str(key_file)]) == 0
+    witness_vkey = capsys.readouterr().out.strip()
+    assert key_file.stat().st_mode & 0o077 == 0
+    assert main(["audit", "keygen", "--name", "auditor.test/a1", "-o", str(key_file)]) != 0
+    assert "already exists" in capsys.readouterr().err
+    witness = parse_vkey(witness_vkey)
+    assert isinstance(witness, CosignatureVerifier)
+    server.witnesses.append(witness)
+
+    state = str(tmp_path / "state.json")
+    cosign = ["audit", "cosign", "--server", server.url, "--key", VKEY, "--state", state]
+    assert main([*cosign, "--signer-key", str(key_file)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("— auditor.test/a1 ")
+    assert server.cosignatures == [line]
+
+    verify = ["audit", "verify", "--server", server.url, "--key", VKEY, "--state", state]
+    assert main([*verify, "--witness", witness_vkey]) == 0
+    assert f"size {SIZE}" in capsys.readouterr().out
+    other_key = tmp_path / "other.key"
+    assert main(["audit", "keygen", "--name", "auditor.test/b2", "-o", str(other_key)]) == 0
+    other_vkey = capsys.readouterr().out.strip()
+    assert main([*verify, "--witness", other_vkey]) != 0
+    assert "not cosigned by auditor.test/b2" in capsys.readouterr().err
+
+    # An unknown witness is refused by the server, and the CLI says so.
+    assert main([*cosign, "--signer-key", str(other_key)]) != 0
+    assert "server refused the cosignature: HTTP 403: unknown witness" in capsys.readouterr().err
+
+
+def test_cosign_refuses_a_log_key_and_an_inconsistent_log(
+    server: LogServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_key = tmp_path / "log.key"
+    assert main(["audit", "keygen", "--name", "x.test/l", "-o", str(log_key), "--type", "log"]) == 0
+    capsys.readouterr()
+    state = str(tmp_path / "state.json")
+    cosign = ["audit", "cosign", "--server", server.url, "--key", VKEY, "--state", state]
+    assert main([*cosign, "--signer-key", str(log_key)]) != 0
+    assert "not a witness key" in capsys.readouterr().err
+
+    witness_key = tmp_path / "w.key"
+    assert main(["audit", "keygen", "--name", "w.test/w", "-o", str(witness_key)]) == 0
+    server.witnesses.append(parse_vkey(capsys.readouterr().out.strip()))  # type: ignore[arg-type]
+    assert main([*cosign, "--signer-key", str(witness_key)]) == 0
+    forked = [entry(i) for i in range(SIZE + 5)]
+    forked[3] = b"rewritten"
+    write_tiles(server.directory, forked)
+    sign(server.directory, forked)
+    assert main([*cosign, "--signer-key", str(witness_key)]) != 0
+    assert "inconsistent" in capsys.readouterr().err
+    assert len(server.cosignatures) == 1
+
+
+def test_timeline(server: LogServer, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["audit", "timeline", "12", "--server", server.url, "--token", TOKEN]
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "request 12: 5 log entries"
+    assert [line.split()[0] for line in out[1:]] == [f"#{i}" for i in range(60, 65)]
+    assert "review.approve" in out[2]
+    assert main(["audit", "timeline", "99999", "--server", server.url, "--token", TOKEN]) != 0
+    assert "no log entries about request 99999" in capsys.readouterr().err
+
+
+def test_api_commands_need_a_token(
+    server: LogServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PORCHLIGHT_TOKEN", raising=False)
+    assert main(["audit", "timeline", "1", "--server", server.url]) != 0
+    assert "needs an API token" in capsys.readouterr().err
+    assert main(["audit", "timeline", "1", "--server", server.url, "--token", "wrong"]) != 0
+    err = capsys.readouterr().err
+    assert "refused the token (HTTP 401)" in err
+    assert "wrong" not in err
+    monkeypatch.setenv("PORCHLIGHT_TOKEN", TOKEN)
+    assert main(["audit", "timeline", "1", "--server", server.url]) == 0
+    assert ("/api/log/entries", f"Bearer {TOKEN}") in server.requests
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_export_pages_through_every_entry(
+    fmt: str,
+    server: LogServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("porchlight.audit_cli.EXPORT_PAGE_SIZE", 256)
+    target = tmp_path / f"log.{fmt}"
+    args = ["audit", "export", "--server", server.url, "--format", fmt, "-o", str(target)]
+    assert main([*args, "--token", TOKEN]) == 0
+    assert f"wrote {SIZE} entries" in capsys.readouterr().out
+    pages = [path for path, _ in server.requests if path == "/api/log/entries"]
+    assert len(pages) == 3
+    text = target.read_text()
+    if fmt == "jsonl":
+        rows = [json.loads(line) for line in text.splitlines()]
+        assert rows == server.records
+    else:
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert [int(r["index"]) for r in rows] == list(range(SIZE))
+        assert json.loads(rows[5]["details"]) == server.records[5]["details"]
+        assert rows[5]["action"] == server.records[5]["action"]

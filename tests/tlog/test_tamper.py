@@ -1,0 +1,235 @@
+"""A synthetic log of 1,300 entries, built with the production tiles code, tampered with the
+ways a server's operator could: each is detected and the first bad entry, or the
+inconsistent checkpoint, is named."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from porchlight.cli import main
+from porchlight.tlog.checkpoint import Checkpoint, sign_checkpoint
+from porchlight.tlog.note import generate_signer
+from porchlight.tlog.tiles import Tile
+from porchlight.tlog.verify import (
+    DirectorySource,
+    VerifiedState,
+    VerifyError,
+    load_state,
+    verify_log,
+)
+from tests.tlog.logs import (
+    ORIGIN,
+    add_tiles,
+    build_log,
+    entry,
+    sign,
+    signer,
+    write_bundles_only,
+    write_tiles,
+)
+
+SIZE = 1300
+VKEY = signer().verifier().vkey()
+
+
+@pytest.fixture
+def entries() -> list[bytes]:
+    return [entry(i) for i in range(SIZE)]
+
+
+@pytest.fixture
+def log(tmp_path: Path, entries: list[bytes]) -> Path:
+    directory = tmp_path / "log"
+    build_log(directory, entries)
+    return directory
+
+
+def _verified(log: Path) -> VerifiedState:
+    return verify_log(DirectorySource(log), VKEY).state
+
+
+def _first_bad_entry(log: Path, previous: VerifiedState | None = None) -> VerifyError:
+    with pytest.raises(VerifyError) as caught:
+        verify_log(DirectorySource(log), VKEY, previous=previous)
+    return caught.value
+
+
+def test_untouched_log_verifies_with_upper_tiles(log: Path) -> None:
+    state = _verified(log)
+    assert state.size == SIZE
+    assert (log / Tile(1, 0, SIZE // 256).path()).exists()
+    assert len(state.block_hashes) == SIZE // 256
+    assert len(state.tail_leaf_hashes) == SIZE % 256
+
+
+def _change_byte(entries: list[bytes]) -> tuple[list[bytes], int]:
+    changed = list(entries)
+    target = 777
+    data = bytearray(changed[target])
+    data[10] ^= 0x01
+    changed[target] = bytes(data)
+    return changed, target
+
+
+def _delete(entries: list[bytes]) -> tuple[list[bytes], int]:
+    return entries[:500] + entries[501:], 500
+
+
+def _swap(entries: list[bytes]) -> tuple[list[bytes], int]:
+    swapped = list(entries)
+    swapped[300], swapped[1100] = swapped[1100], swapped[300]
+    return swapped, 300
+
+
+def _insert(entries: list[bytes]) -> tuple[list[bytes], int]:
+    return [*entries[:1290], b'{"action":"request.file","index":1290}', *entries[1290:]], 1290
+
+
+TAMPERS: dict[str, Callable[[list[bytes]], tuple[list[bytes], int]]] = {
+    "change one byte": _change_byte,
+    "delete one": _delete,
+    "swap two": _swap,
+    "insert one": _insert,
+}
+
+
+def _served(how: str, entries: list[bytes]) -> tuple[list[bytes], int]:
+    """The first SIZE entries a tampered database serves, and the first tampered index.
+
+    The checkpoint still says SIZE, so that is what is served: after a deletion the next
+    appended entry fills the gap, after an insertion the last entry is pushed beyond it."""
+    tampered, first_bad = TAMPERS[how](entries)
+    later = [entry(i) for i in range(SIZE, SIZE + 2)]
+    return [*tampered, *later][:SIZE], first_bad
+
+
+@pytest.mark.parametrize("how", TAMPERS)
+def test_database_tampering_names_the_first_bad_entry(
+    how: str, log: Path, entries: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The entries change but the stored tree hashes (tiles) and the signed checkpoint do not.
+    tampered, first_bad = _served(how, entries)
+    write_bundles_only(log, tampered)
+    error = _first_bad_entry(log)
+    assert error.entry == first_bad
+    state = tmp_path / "state.json"
+    code = main(["audit", "verify", "--dir", str(log), "--key", VKEY, "--state", str(state)])
+    assert code != 0
+    assert f"entry {first_bad} does not match" in capsys.readouterr().err
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("how", TAMPERS)
+def test_tampering_with_tiles_recomputed_is_caught_by_the_signed_root(
+    how: str, log: Path, entries: list[bytes]
+) -> None:
+    # A more careful operator also recomputes every tile, but cannot re-sign the old checkpoint.
+    previous = _verified(log)
+    tampered, first_bad = _served(how, entries)
+    write_tiles(log, tampered)
+    error = _first_bad_entry(log)
+    assert error.path == "checkpoint"
+    assert "does not match the root recomputed" in error.message
+    # With the state of an earlier verification, the divergence is located.
+    located = _first_bad_entry(log, previous)
+    block = first_bad // 256 * 256
+    if first_bad >= SIZE // 256 * 256:
+        assert f"first differing entry is {first_bad}" in located.message
+    else:
+        assert f"first differing entry is in {block}..{block + 255}" in located.message
+
+
+def test_fork_rewritten_and_resigned_is_detected_by_the_state(
+    log: Path, entries: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state.json"
+    args = ["audit", "verify", "--dir", str(log), "--key", VKEY, "--state", str(state)]
+    assert main(args) == 0
+    before = state.read_text()
+    # The operator rewrites the tail from entry 1290, appends, and signs with the log's own key.
+    forked = [*entries[:1290], *(b"rewritten %d" % i for i in range(1290, SIZE + 40))]
+    write_tiles(log, forked)
+    sign(log, forked)
+    # On its own, the fork is a perfectly valid log ...
+    assert verify_log(DirectorySource(log), VKEY).checkpoint.size == SIZE + 40
+    # ... but not one consistent with what this auditor verified before.
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert f"checkpoint (size {SIZE + 40}" in err
+    assert f"inconsistent with the checkpoint verified before (size {SIZE}" in err
+    assert "first differing entry is 1290" in err
+    assert state.read_text() == before
+
+
+def test_fork_deep_in_history_names_the_block(log: Path, entries: list[bytes]) -> None:
+    previous = _verified(log)
+    forked = [*entries[:600], b"rewritten", *entries[601:], b"more"]
+    write_tiles(log, forked)
+    sign(log, forked)
+    error = _first_bad_entry(log, previous)
+    assert "inconsistent with the checkpoint verified before" in error.message
+    assert "first differing entry is in 512..767" in error.message
+
+
+def test_honest_growth_is_consistent(log: Path, entries: list[bytes], tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    args = ["audit", "verify", "--dir", str(log), "--key", VKEY, "--state", str(state)]
+    assert main(args) == 0
+    grown = [*entries, *(entry(i) for i in range(SIZE, SIZE + 300))]
+    write_tiles(log, grown)
+    sign(log, grown)
+    assert main(args) == 0
+    saved = load_state(state)
+    assert saved is not None and saved.size == SIZE + 300
+
+
+def test_rollback_to_an_older_signed_checkpoint_is_detected(
+    log: Path, entries: list[bytes]
+) -> None:
+    previous = _verified(log)
+    sign(log, entries[:1000])
+    error = _first_bad_entry(log, previous)
+    assert "rolled back" in error.message
+
+
+def test_a_checkpoint_signed_by_another_key_is_rejected(log: Path, entries: list[bytes]) -> None:
+    impostor = generate_signer(ORIGIN)
+    checkpoint = Checkpoint(ORIGIN, SIZE, b"\x00" * 32)
+    (log / "checkpoint").write_text(sign_checkpoint(checkpoint, impostor))
+    error = _first_bad_entry(log)
+    assert error.path == "checkpoint"
+    assert "no signature from a known key" in error.message
+
+
+def test_corrupt_upper_tile_is_named(log: Path) -> None:
+    tile = log / Tile(1, 0, SIZE // 256).path()
+    data = bytearray(tile.read_bytes())
+    data[40] ^= 0x04
+    tile.write_bytes(bytes(data))
+    error = _first_bad_entry(log)
+    assert error.path == "tile/1/000.p/5"
+    assert "does not match the tree recomputed" in error.message
+
+
+def test_missing_bundle_names_its_first_entry(log: Path) -> None:
+    (log / Tile(None, 2).path()).unlink()
+    error = _first_bad_entry(log)
+    assert error.entry == 512
+    assert "missing" in error.message
+
+
+def test_partial_tiles_replaced_by_full_ones_still_verify(log: Path, entries: list[bytes]) -> None:
+    # tlog-tiles: once a tile fills up, a log may serve only the full tile.
+    state_at_1300 = _verified(log)
+    grown = [*entries, *(entry(i) for i in range(SIZE, 1536))]
+    add_tiles(log, grown)
+    # tile/0/005 and tile/entries/005 are now full: drop the partial ones they replace.
+    for level in (0, None):
+        (log / Tile(level, 5, SIZE % 256).path()).unlink()
+        assert (log / Tile(level, 5).path()).exists()
+    assert verify_log(DirectorySource(log), VKEY).checkpoint.size == SIZE
+    sign(log, grown)
+    assert verify_log(DirectorySource(log), VKEY, previous=state_at_1300).checkpoint.size == 1536
