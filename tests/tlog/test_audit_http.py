@@ -105,7 +105,7 @@ def server(tmp_path: Path) -> Iterator[LogServer]:
         record["details"] = {"note": 'a, "quoted" value', "n": record["details"]["n"]}
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield state
     httpd.shutdown()
