@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from device.motion import MotionDetector, MotionParams  # noqa: E402
-from tests.testdata import testdata_root  # noqa: E402
+from device.motion import MotionDetector, MotionParams
+from tests.testdata import testdata_root
 
 Detector = Callable[[np.ndarray], np.ndarray]
 
@@ -62,7 +62,9 @@ def load(root: Path) -> tuple[list[np.ndarray], list[np.ndarray], int, int]:
     return frames, labels, first, last
 
 
-def score(masks: list[np.ndarray], labels: list[np.ndarray], first: int, last: int) -> tuple[float, float, float]:
+def score(
+    masks: list[np.ndarray], labels: list[np.ndarray], first: int, last: int
+) -> tuple[float, float, float]:
     tp = fp = fn = 0
     for k in range(first - 1, min(last, len(masks))):
         truth, found = labels[k], masks[k] > 0
@@ -102,8 +104,12 @@ def porchlight() -> Detector:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=3, help="timing runs per detector (best is kept)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timing runs per detector (best is kept)"
+    )
     args = parser.parse_args()
     root = testdata_root() / "video" / "labeled"
     if not root.exists():
@@ -119,8 +125,10 @@ def main() -> int:
         "OpenCV KNN": lambda: opencv_subtractor(cv2.createBackgroundSubtractorKNN()),
     }
     h, w = frames[0].shape[:2]
-    print(f"CDnet 2014 baseline/highway, {len(frames)} frames {w}x{h}, scored frames {first}-{last}, one core")
-    print(f"| detector | F1 | precision | recall | frames/s |")
+    print(
+        f"CDnet 2014 baseline/highway, {len(frames)} frames {w}x{h}, scored frames {first}-{last}, one core"
+    )
+    print("| detector | F1 | precision | recall | frames/s |")
     print("|---|---|---|---|---|")
     for name, make in detectors.items():
         best = 0.0

@@ -106,7 +106,9 @@ class MotionDetector:
         self._mean_u8 = cv2.convertScaleAbs(self._mean)
         # Cap the squared difference so one passing car does not make a pixel "noisy" for long.
         capped = np.minimum(diff, 50).astype(np.float32)
-        cv2.accumulateWeighted(cv2.multiply(capped, capped), self._var, p.learn_rate, mask=background)
+        cv2.accumulateWeighted(
+            cv2.multiply(capped, capped), self._var, p.learn_rate, mask=background
+        )
         sigma_k = cv2.convertScaleAbs(cv2.sqrt(self._var), alpha=p.k)
         self._threshold = cv2.max(sigma_k, p.floor)
         return mask

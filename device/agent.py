@@ -1,0 +1,198 @@
+"""The agent loop: source -> privacy mask -> motion -> encoder -> recorder -> clip store.
+
+Runs until the source ends or `stop` is set (SIGTERM/SIGINT in `porchlight device run`),
+then seals the clip in progress so a clean shutdown loses nothing. Retention runs after each
+clip and once a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import cv2
+
+from device.clipstore import ClipRecord, ClipStore, RecoveryReport
+from device.config import DeviceConfig
+from device.encoder import H264Encoder
+from device.keys import load_device_key, parse_recipients
+from device.masks import PrivacyMask, zone_mask
+from device.motion import MotionDetector, MotionParams, motion_fraction
+from device.recorder import Recorder
+from device.retention import DiskUsageFn, enforce_retention, filesystem_usage
+from device.sources import FrameSource
+
+log = logging.getLogger(__name__)
+STATUS_NAME = "status.json"
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    seconds: float = 0.0
+    clips: int = 0
+    deleted: int = 0
+    recovery: RecoveryReport | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+def open_store(config: DeviceConfig, data_dir: Path) -> ClipStore:
+    return ClipStore(
+        data_dir,
+        device_key=load_device_key(data_dir),
+        recipients=parse_recipients(config.keys.recipients),
+    )
+
+
+def _write_status(data_dir: Path, status: dict[str, object]) -> None:
+    tmp = data_dir / f".{STATUS_NAME}.tmp"
+    tmp.write_text(json.dumps(status, indent=1))
+    os.replace(tmp, data_dir / STATUS_NAME)
+
+
+class Agent:
+    def __init__(
+        self,
+        config: DeviceConfig,
+        data_dir: Path,
+        source: FrameSource,
+        *,
+        wall_start: datetime | None = None,
+        disk_usage: DiskUsageFn = filesystem_usage,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.source = source
+        self.wall_start = wall_start or datetime.now(UTC)
+        self.disk_usage = disk_usage
+        self.progress = progress
+        self.stop = threading.Event()
+        self.store = open_store(config, data_dir)
+        self.mask = PrivacyMask(config.privacy_masks)
+        self.summary = RunSummary()
+
+    def _retention(self, now: datetime) -> None:
+        retention = self.config.retention
+        result = enforce_retention(
+            self.store,
+            now=now,
+            max_age=timedelta(days=retention.max_age_days),
+            min_free_fraction=retention.min_free_fraction,
+            disk_usage=self.disk_usage,
+        )
+        deleted = result.expired + result.for_space
+        if deleted:
+            self.summary.deleted += len(deleted)
+            log.info("retention deleted %d clips", len(deleted))
+
+    def run(self) -> RunSummary:
+        summary = self.summary
+        summary.recovery = self.store.recover()
+        if summary.recovery.changed:
+            log.warning("crash recovery: %s", summary.recovery.summary())
+        _write_status(
+            self.data_dir,
+            {
+                "pid": os.getpid(),
+                "started": self.wall_start.isoformat(),
+                "recovery": summary.recovery.summary(),
+            },
+        )
+        cfg = self.config
+        fps = getattr(self.source, "fps", cfg.camera.fps)
+        detector = MotionDetector(
+            MotionParams.for_fps(
+                fps,
+                floor=cfg.motion.threshold,
+                learn_seconds=cfg.motion.learn_seconds,
+                absorb_seconds=cfg.motion.absorb_seconds,
+            )
+        )
+        encoder: H264Encoder | None = None
+        recorder: Recorder | None = None
+        zone = None
+        zone_pixels = 0
+        analysis_size = (0, 0)
+        began = time.perf_counter()
+        last_retention = float("-inf")
+        last_progress = began
+
+        def on_clip(record: ClipRecord) -> None:
+            summary.clips += 1
+            self._retention(datetime.now(UTC))
+
+        try:
+            for frame in self.source.frames():
+                image = self.mask.apply(frame.image)
+                if encoder is None:
+                    height, width = image.shape[:2]
+                    rec = cfg.recording
+                    encoder = H264Encoder(
+                        width - width % 2,
+                        height - height % 2,
+                        fps,
+                        keyframe_seconds=rec.keyframe_seconds,
+                        preset=rec.preset,
+                        crf=rec.crf,
+                        threads=rec.encoder_threads,
+                    )
+                    recorder = Recorder(
+                        encoder,
+                        self.store,
+                        wall_start=self.wall_start,
+                        pre_roll=rec.pre_roll_seconds,
+                        post_roll=rec.post_roll_seconds,
+                        max_clip=rec.max_clip_seconds,
+                        on_clip=on_clip,
+                    )
+                    aw = min(cfg.motion.analysis_width, width)
+                    analysis_size = (aw, max(2, round(height * aw / width)))
+                    zone = zone_mask(cfg.motion.zones, *analysis_size)
+                    zone_pixels = (
+                        cv2.countNonZero(zone) if zone is not None else analysis_size[0] * analysis_size[1]
+                    )
+                assert recorder is not None
+                if image.shape[0] % 2 or image.shape[1] % 2:
+                    image = image[: encoder.height, : encoder.width]
+                small = cv2.resize(image, analysis_size, interpolation=cv2.INTER_AREA)
+                foreground = detector.apply(small)
+                score = motion_fraction(foreground, zone, zone_pixels)
+                packets = encoder.encode(image, frame.time)
+                recorder.push(packets, frame.time, score >= cfg.motion.min_area, score)
+                summary.frames += 1
+                if frame.time - last_retention >= 60:
+                    last_retention = frame.time
+                    self._retention(datetime.now(UTC))
+                now = time.perf_counter()
+                if self.progress is not None and now - last_progress >= 2:
+                    last_progress = now
+                    self.progress(
+                        f"{frame.time:7.1f} s of video, {summary.frames / (now - began):6.1f} fps, "
+                        f"{summary.clips} clips{', recording' if recorder.recording else ''}"
+                    )
+                if self.stop.is_set():
+                    break
+            if recorder is not None and encoder is not None:
+                recorder.close(encoder.flush())
+        except BaseException:
+            if recorder is not None:
+                recorder.abort()
+            raise
+        finally:
+            self.source.stop()
+            if encoder is not None:
+                encoder.close()
+            summary.seconds = time.perf_counter() - began
+            self.store.close()
+        return summary
