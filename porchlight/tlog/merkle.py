@@ -117,6 +117,52 @@ def levels_reader(levels: Sequence[Sequence[bytes]]) -> NodeReader:
     return read
 
 
+def tree_root(size: int, read_nodes: NodeReader) -> bytes:
+    """MTH of the first `size` leaves, reading at most log2(size) stored nodes."""
+    if size == 0:
+        return EMPTY_ROOT
+    return fold_right(list(read_nodes(subtree_nodes(0, size))))
+
+
+def append_leaves(
+    start: int, leaf_hashes: Sequence[bytes], read_nodes: NodeReader
+) -> list[tuple[int, int, bytes]]:
+    """The complete-subtree nodes (level, index, hash) created by appending `leaf_hashes`
+    as leaves start, start+1, ... to a tree of `start` leaves.
+
+    A store that keeps every complete-subtree node can then answer any proof or root with
+    `NodeReader` reads. Older nodes needed as left siblings are read in one batch: at most
+    one per level.
+    """
+    end = start + len(leaf_hashes)
+    new: dict[tuple[int, int], bytes] = {
+        (0, start + offset): leaf for offset, leaf in enumerate(leaf_hashes)
+    }
+    plan: list[tuple[int, int]] = []
+    level = 1
+    while (1 << level) <= end:
+        # Nodes completed by the append: their last leaf is in [start, end).
+        plan.extend((level, index) for index in range(start >> level, end >> level))
+        level += 1
+    planned = set(plan)
+    old = sorted(
+        {
+            (lvl - 1, child)
+            for lvl, index in plan
+            for child in (2 * index, 2 * index + 1)
+            if (lvl - 1, child) not in new and (lvl - 1, child) not in planned
+        }
+    )
+    known = dict(zip(old, read_nodes(old), strict=True)) if old else {}
+    known.update(new)
+    created = [(0, start + offset, leaf) for offset, leaf in enumerate(leaf_hashes)]
+    for lvl, index in plan:  # bottom-up: plan is ordered by level
+        value = node_hash(known[(lvl - 1, 2 * index)], known[(lvl - 1, 2 * index + 1)])
+        known[(lvl, index)] = value
+        created.append((lvl, index, value))
+    return created
+
+
 def _largest_power_of_two_below(n: int) -> int:
     """k such that k < n <= 2k (RFC 9162 2.1.1), for n > 1."""
     return 1 << ((n - 1).bit_length() - 1)

@@ -163,6 +163,14 @@ def build_tiles(entries: Sequence[bytes]) -> dict[str, bytes]:
     return files
 
 
+def tile_from_nodes(tile: Tile, read_nodes: NodeReader) -> bytes:
+    """A hash tile's bytes from stored complete-subtree nodes (what a server serves)."""
+    if tile.level is None:
+        raise TileError("an entry bundle is not a hash tile")
+    level, first = TILE_HEIGHT * tile.level, tile.index * TILE_WIDTH
+    return b"".join(read_nodes([(level, first + k) for k in range(tile.width)]))
+
+
 def write_files(root: Path, files: dict[str, bytes]) -> None:
     """Write tile files under `root`, each atomically (a reader never sees half a tile)."""
     for path, data in files.items():

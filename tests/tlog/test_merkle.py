@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -12,12 +13,14 @@ from porchlight.tlog import merkle
 from porchlight.tlog.merkle import (
     EMPTY_ROOT,
     ProofError,
+    append_leaves,
     complete_levels,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
     levels_reader,
     root,
+    tree_root,
     verify_consistency,
     verify_inclusion,
 )
@@ -185,3 +188,26 @@ def test_generated_consistency_proofs_verify_and_tampered_ones_do_not(
             verify_consistency(size1, size2, root1, root2, proof[:-1])
     with pytest.raises(ProofError):
         verify_consistency(size1, size2, root1, root2, [*proof, _LEAVES[0]])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=70), min_size=1, max_size=8))
+def test_appending_in_batches_stores_every_complete_subtree(batches: list[int]) -> None:
+    stored: dict[tuple[int, int], bytes] = {}
+    reads: list[int] = []
+
+    def read(nodes: Sequence[tuple[int, int]]) -> list[bytes]:
+        reads.append(len(nodes))
+        return [stored[node] for node in nodes]
+
+    size = 0
+    for count in batches:
+        for level, index, value in append_leaves(size, _LEAVES[size : size + count], read):
+            assert (level, index) not in stored
+            stored[level, index] = value
+        size += count
+        assert tree_root(size, read) == merkle.root_from_levels(_LEVELS, size)
+    levels = complete_levels(_LEAVES[:size])
+    assert stored == {(lv, i): h for lv, row in enumerate(levels) for i, h in enumerate(row)}
+    # Appending reads at most one old left sibling per level.
+    assert max(reads) <= size.bit_length()

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from porchlight.cli import main
 from porchlight.tlog.checkpoint import Checkpoint, sign_checkpoint
@@ -233,3 +235,26 @@ def test_partial_tiles_replaced_by_full_ones_still_verify(log: Path, entries: li
     assert verify_log(DirectorySource(log), VKEY).checkpoint.size == SIZE
     sign(log, grown)
     assert verify_log(DirectorySource(log), VKEY, previous=state_at_1300).checkpoint.size == 1536
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    size=st.integers(min_value=1, max_value=600),
+    where=st.floats(min_value=0, max_value=1, exclude_max=True),
+    byte=st.integers(min_value=0, max_value=10_000),
+    mask=st.integers(min_value=1, max_value=255),
+)
+def test_any_changed_entry_byte_is_named(
+    tmp_path: Path, size: int, where: float, byte: int, mask: int
+) -> None:
+    directory = tmp_path / f"log-{size}-{byte}-{mask}"
+    entries = [entry(i) for i in range(size)]
+    build_log(directory, entries)
+    target = int(where * size)
+    changed = bytearray(entries[target])
+    changed[byte % len(changed)] ^= mask
+    entries[target] = bytes(changed)
+    write_bundles_only(directory, entries)
+    assert _first_bad_entry(directory).entry == target

@@ -20,6 +20,7 @@ from porchlight.tlog.tiles import (
     leaf_hashes,
     level_width,
     parse_tile_path,
+    tile_from_nodes,
     tile_levels,
     tile_node_reader,
     tiles_at_level,
@@ -115,6 +116,10 @@ def test_proofs_from_tiles_match_proofs_from_memory() -> None:
         assert inclusion_proof(index, size, reader) == inclusion_proof(index, size, memory)
     for size1 in (1, 7, 256, 257, 1024, size - 1):
         assert consistency_proof(size1, size, reader) == consistency_proof(size1, size, memory)
+    for path, data in files.items():
+        tile = parse_tile_path(path)
+        if tile.level is not None:
+            assert tile_from_nodes(tile, memory) == data
 
 
 @pytest.fixture
