@@ -147,19 +147,26 @@ def split_hashes(data: bytes) -> list[bytes]:
     return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
 
 
-def build_tiles(entries: Sequence[bytes]) -> dict[str, bytes]:
-    """Every hash tile and entry bundle of the log holding `entries`, by path."""
-    size = len(entries)
+def build_hash_tiles(leaf_hashes: Sequence[bytes]) -> dict[str, bytes]:
+    """Every hash tile, at every level, of the tree over `leaf_hashes`, by path."""
+    size = len(leaf_hashes)
     files: dict[str, bytes] = {}
-    for bundle in tiles_at_level(size, None):
-        start = bundle.index * TILE_WIDTH
-        files[bundle.path()] = encode_bundle(entries[start : start + bundle.width])
-    levels = complete_levels(leaf_hashes(entries)) if size else []
+    levels = complete_levels(leaf_hashes) if size else []
     for level in tile_levels(size):
         row = levels[TILE_HEIGHT * level]
         for tile in tiles_at_level(size, level):
             start = tile.index * TILE_WIDTH
             files[tile.path()] = b"".join(row[start : start + tile.width])
+    return files
+
+
+def build_tiles(entries: Sequence[bytes]) -> dict[str, bytes]:
+    """Every hash tile and entry bundle of the log holding `entries`, by path."""
+    files: dict[str, bytes] = {}
+    for bundle in tiles_at_level(len(entries), None):
+        start = bundle.index * TILE_WIDTH
+        files[bundle.path()] = encode_bundle(entries[start : start + bundle.width])
+    files.update(build_hash_tiles(leaf_hashes(entries)))
     return files
 
 
