@@ -31,8 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     admin.set_defaults(handler=_create_admin)
 
     invite = commands.add_parser("invite", help="issue a single-use invite code for a role")
-    invite.add_argument("--role", required=True,
-                        choices=["resident", "reviewer", "admin", "auditor", "requester"])
+    invite.add_argument(
+        "--role", required=True, choices=["resident", "reviewer", "admin", "auditor", "requester"]
+    )
     invite.add_argument("--agency", type=int, help="agency id (required for requesters)")
     invite.set_defaults(handler=_invite)
 
@@ -45,8 +46,10 @@ def _settings() -> Settings:
     try:
         return Settings()
     except (ValidationError, OSError, ValueError) as error:
-        raise CommandError(f"invalid server settings: {error}",
-                           hint="check PORCHLIGHT_* variables and PORCHLIGHT_CONFIG") from None
+        raise CommandError(
+            f"invalid server settings: {error}",
+            hint="check PORCHLIGHT_* variables and PORCHLIGHT_CONFIG",
+        ) from None
 
 
 def _migrate_to_head(settings: Settings) -> None:
@@ -58,8 +61,9 @@ def _migrate_to_head(settings: Settings) -> None:
     try:
         upgrade(settings.database_url)
     except OperationalError as error:
-        raise CommandError(f"cannot reach the database: {error.orig}",
-                           hint="check PORCHLIGHT_DATABASE_URL") from None
+        raise CommandError(
+            f"cannot reach the database: {error.orig}", hint="check PORCHLIGHT_DATABASE_URL"
+        ) from None
 
 
 def _migrate(_: argparse.Namespace) -> int:
@@ -82,12 +86,16 @@ def _run(args: argparse.Namespace) -> int:
     with make_sessionmaker(engine)() as session:
         has_admin = accounts.admin_exists(session)
     engine.dispose()
-    print(f"Porchlight server on http://{args.host}:{args.port}/ "
-          f"(API docs at http://{args.host}:{args.port}/docs)", flush=True)
+    print(
+        f"Porchlight server on http://{args.host}:{args.port}/ "
+        f"(API docs at http://{args.host}:{args.port}/docs)",
+        flush=True,
+    )
     print(f"data directory: {settings.data_dir.resolve()}", flush=True)
     if not has_admin:
-        print("no admin yet: create the first one with `porchlight server create-admin`",
-              flush=True)
+        print(
+            "no admin yet: create the first one with `porchlight server create-admin`", flush=True
+        )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
@@ -122,9 +130,16 @@ def _create_admin(args: argparse.Namespace) -> int:
     hasher = make_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
     try:
         with make_sessionmaker(engine)() as session:
-            user = accounts.create_user(session, hasher, username=username, password=password,
-                                        role=Role.admin, agency_id=None, actor="system",
-                                        now=utcnow())
+            user = accounts.create_user(
+                session,
+                hasher,
+                username=username,
+                password=password,
+                role=Role.admin,
+                agency_id=None,
+                actor="system",
+                now=utcnow(),
+            )
             session.commit()
     except AppError as error:
         raise CommandError(error.message) from None
@@ -145,16 +160,18 @@ def _invite(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     try:
         with make_sessionmaker(engine)() as session:
-            invite, code = accounts.create_invite(session, None, Role(args.role), args.agency,
-                                                  settings, utcnow())
+            invite, code = accounts.create_invite(
+                session, None, Role(args.role), args.agency, settings, utcnow()
+            )
             session.commit()
     except AppError as error:
         raise CommandError(error.message) from None
     finally:
         engine.dispose()
     print(code)
-    print(f"invite {invite.id} for a {args.role}, single use, "
-          f"expires {invite.expires_at:%Y-%m-%d %H:%M} UTC", file=sys.stderr)
+    print(
+        f"invite {invite.id} for a {args.role}, single use, "
+        f"expires {invite.expires_at:%Y-%m-%d %H:%M} UTC",
+        file=sys.stderr,
+    )
     return 0
-
-

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.accounts import routes as accounts_routes
 from app.accounts.passwords import make_hasher
@@ -23,8 +24,9 @@ from app.settings import Settings
 
 def _render_app_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, AppError)
-    return JSONResponse({"error": error.code, "message": error.message},
-                        status_code=error.status_code)
+    return JSONResponse(
+        {"error": error.code, "message": error.message}, status_code=error.status_code
+    )
 
 
 def _render_validation_error(_: Request, error: Exception) -> JSONResponse:
@@ -34,9 +36,22 @@ def _render_validation_error(_: Request, error: Exception) -> JSONResponse:
         where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
         problems.append(f"{where or 'body'}: {item.get('msg', 'invalid')}")
     return JSONResponse(
-        {"error": "invalid_input", "message": "; ".join(problems) or "invalid request",
-         "fields": problems},
+        {
+            "error": "invalid_input",
+            "message": "; ".join(problems) or "invalid request",
+            "fields": problems,
+        },
         status_code=422,
+    )
+
+
+def _render_http_error(_: Request, error: Exception) -> JSONResponse:
+    # Unknown paths (404) and wrong methods (405) get the same body shape as AppError.
+    assert isinstance(error, StarletteHTTPException)
+    return JSONResponse(
+        {"error": "http_error", "message": str(error.detail)},
+        status_code=error.status_code,
+        headers=error.headers,
     )
 
 
@@ -59,6 +74,7 @@ def create_app(
     app.state.password_hasher = make_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
     app.add_exception_handler(AppError, _render_app_error)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _render_http_error)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["health"])
@@ -68,7 +84,11 @@ def create_app(
             connection.execute(text("SELECT 1"))
         return {"status": "ok"}
 
-    for router in (accounts_routes.router, agencies_routes.router, devices_routes.router,
-                   audit_routes.router):
+    for router in (
+        accounts_routes.router,
+        agencies_routes.router,
+        devices_routes.router,
+        audit_routes.router,
+    ):
         app.include_router(router)
     return app

@@ -83,33 +83,43 @@ def enroll(server: str, code: str, data_dir: Path, name: str) -> DeviceEnrolment
         with PorchlightClient(server) as client:
             result = client.enroll_device(code, key, name)
     except ApiError as error:
-        raise CommandError(f"the server refused the enrolment: {error.message}",
-                           hint="ask for a new enrolment code if this one was used or expired"
-                           ) from None
+        raise CommandError(
+            f"the server refused the enrolment: {error.message}",
+            hint="ask for a new enrolment code if this one was used or expired",
+        ) from None
     except OSError as error:
         raise CommandError(f"cannot reach {server}: {error}") from None
     except Exception as error:  # httpx transport errors are not OSErrors
         raise CommandError(f"cannot reach {server}: {error}") from None
     saved = DeviceEnrolment(server.rstrip("/"), result.device_id, result.credential)
-    _write_private(data_dir / ENROLMENT_FILE, json.dumps(
-        {"server": saved.server, "device_id": saved.device_id, "credential": saved.credential},
-        indent=2).encode("utf-8"))
+    _write_private(
+        data_dir / ENROLMENT_FILE,
+        json.dumps(
+            {"server": saved.server, "device_id": saved.device_id, "credential": saved.credential},
+            indent=2,
+        ).encode("utf-8"),
+    )
     return saved
 
 
 def _enroll(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     saved = enroll(args.server, args.code, data_dir, args.name)
-    print(f"enrolled as device {saved.device_id} with {saved.server}; "
-          f"key and credential in {data_dir}")
+    print(
+        f"enrolled as device {saved.device_id} with {saved.server}; "
+        f"key and credential in {data_dir}"
+    )
     return 0
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("enroll", help="register this device with a community server")
-    parser.add_argument("--server", required=True, help="server URL, e.g. https://porchlight.example")
+    parser.add_argument(
+        "--server", required=True, help="server URL, e.g. https://porchlight.example"
+    )
     parser.add_argument("--code", required=True, help="the one-time enrolment code")
-    parser.add_argument("--data-dir", default=os.environ.get("PORCHLIGHT_DEVICE_DATA_DIR",
-                                                             DEFAULT_DATA_DIR))
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("PORCHLIGHT_DEVICE_DATA_DIR", DEFAULT_DATA_DIR)
+    )
     parser.add_argument("--name", default=socket.gethostname()[:100] or "camera")
     parser.set_defaults(handler=_enroll)

@@ -52,8 +52,7 @@ def device_signing_message(
     method: str, path: str, timestamp: str, nonce: str, body: bytes
 ) -> bytes:
     return "\n".join(
-        [SIGNING_CONTEXT, method.upper(), path, timestamp, nonce,
-         hashlib.sha256(body).hexdigest()]
+        [SIGNING_CONTEXT, method.upper(), path, timestamp, nonce, hashlib.sha256(body).hexdigest()]
     ).encode("utf-8")
 
 
@@ -105,11 +104,18 @@ def _message(response: httpx.Response) -> str:
 class PorchlightClient:
     """A thin client: JSON in, JSON out, ApiError for any refusal."""
 
-    def __init__(self, base_url: str, *, token: str | None = None,
-                 transport: httpx.BaseTransport | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers,
-                                 transport=transport, timeout=timeout)
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, transport=transport, timeout=timeout
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -133,20 +139,29 @@ class PorchlightClient:
 
     def enroll_device(self, code: str, private_key: Ed25519PrivateKey, name: str) -> Enrolment:
         """Register this device's Ed25519 public key with a one-time enrolment code."""
-        body = self.post("/api/devices/enroll", {
-            "code": code,
-            "public_key": base64.b64encode(raw_public_key(private_key)).decode("ascii"),
-            "name": name,
-        })
+        body = self.post(
+            "/api/devices/enroll",
+            {
+                "code": code,
+                "public_key": base64.b64encode(raw_public_key(private_key)).decode("ascii"),
+                "name": name,
+            },
+        )
         return Enrolment(device_id=int(body["device_id"]), credential=str(body["credential"]))
 
     def device_call(
-        self, private_key: Ed25519PrivateKey, enrolment: Enrolment, method: str, path: str,
-        body: bytes = b"", content_type: str = "application/json",
+        self,
+        private_key: Ed25519PrivateKey,
+        enrolment: Enrolment,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = "application/json",
     ) -> Any:
         """A signed device call; `path` may include a query string."""
-        headers = sign_device_call(private_key, enrolment.device_id, enrolment.credential,
-                                   method, path, body)
+        headers = sign_device_call(
+            private_key, enrolment.device_id, enrolment.credential, method, path, body
+        )
         if body:
             headers["Content-Type"] = content_type
         return self._check(self.http.request(method, path, content=body, headers=headers))

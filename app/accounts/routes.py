@@ -26,25 +26,44 @@ router = APIRouter(prefix="/api", tags=["accounts"], route_class=TransactionRout
 
 
 def user_out(user: User) -> schemas.UserOut:
-    return schemas.UserOut(id=user.id, username=user.username, role=Role(user.role),
-                           agency_id=user.agency_id, created_at=user.created_at)
+    return schemas.UserOut(
+        id=user.id,
+        username=user.username,
+        role=Role(user.role),
+        agency_id=user.agency_id,
+        created_at=user.created_at,
+        disabled_at=user.disabled_at,
+    )
 
 
 @router.post("/session", response_model=schemas.LoginOut)
 def login(
-    body: schemas.LoginIn, request: Request, response: Response, session: SessionDep,
-    settings: SettingsDep, hasher: HasherDep, now: NowDep,
+    body: schemas.LoginIn,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    hasher: HasherDep,
+    now: NowDep,
 ) -> schemas.LoginOut:
     """Sign in with user name and password; sets the session cookie."""
-    started = accounts.login(session, hasher, settings, body.username, body.password,
-                             client_address(request), now)
-    response.set_cookie(
-        SESSION_COOKIE, started.token, httponly=True, samesite="lax", secure=settings.tls,
-        max_age=settings.session_hours * 3600, path="/",
+    started = accounts.login(
+        session, hasher, settings, body.username, body.password, client_address(request), now
     )
-    return schemas.LoginOut(user=user_out(started.user),
-                            csrf_token=started.web_session.csrf_token,
-                            expires_at=started.web_session.expires_at)
+    response.set_cookie(
+        SESSION_COOKIE,
+        started.token,
+        httponly=True,
+        samesite="lax",
+        secure=settings.tls,
+        max_age=settings.session_hours * 3600,
+        path="/",
+    )
+    return schemas.LoginOut(
+        user=user_out(started.user),
+        csrf_token=started.web_session.csrf_token,
+        expires_at=started.web_session.expires_at,
+    )
 
 
 @router.delete("/session", status_code=status.HTTP_204_NO_CONTENT)
@@ -63,13 +82,20 @@ def me(user: Annotated[User, Depends(require("account:self"))]) -> schemas.UserO
 
 @router.post("/tokens", response_model=schemas.TokenCreated, status_code=201)
 def create_token(
-    body: schemas.TokenIn, user: Annotated[User, Depends(require("account:self"))],
-    session: SessionDep, now: NowDep,
+    body: schemas.TokenIn,
+    user: Annotated[User, Depends(require("account:self"))],
+    session: SessionDep,
+    now: NowDep,
 ) -> schemas.TokenCreated:
     """Create an API token for the command line (shown once)."""
     api_token, secret = accounts.create_api_token(session, user, body.name, now)
-    return schemas.TokenCreated(id=api_token.id, name=api_token.name,
-                                created_at=api_token.created_at, revoked_at=None, token=secret)
+    return schemas.TokenCreated(
+        id=api_token.id,
+        name=api_token.name,
+        created_at=api_token.created_at,
+        revoked_at=None,
+        token=secret,
+    )
 
 
 @router.get("/tokens", response_model=list[schemas.TokenOut])
@@ -77,15 +103,18 @@ def list_tokens(
     user: Annotated[User, Depends(require("account:self"))], session: SessionDep
 ) -> list[schemas.TokenOut]:
     """One's own API tokens (never their secrets)."""
-    return [schemas.TokenOut(id=t.id, name=t.name, created_at=t.created_at,
-                             revoked_at=t.revoked_at)
-            for t in accounts.list_api_tokens(session, user)]
+    return [
+        schemas.TokenOut(id=t.id, name=t.name, created_at=t.created_at, revoked_at=t.revoked_at)
+        for t in accounts.list_api_tokens(session, user)
+    ]
 
 
 @router.delete("/tokens/{token_id}", response_model=schemas.TokenOut)
 def revoke_token(
-    token_id: int, user: Annotated[User, Depends(require("account:self"))],
-    session: SessionDep, now: NowDep,
+    token_id: int,
+    user: Annotated[User, Depends(require("account:self"))],
+    session: SessionDep,
+    now: NowDep,
 ) -> schemas.TokenOut:
     """Revoke one of one's own API tokens."""
     t = accounts.revoke_api_token(session, user, token_id, now)
@@ -94,13 +123,21 @@ def revoke_token(
 
 @router.post("/invites", response_model=schemas.InviteCreated, status_code=201)
 def create_invite(
-    body: schemas.InviteIn, user: Annotated[User, Depends(require("invite:create"))],
-    session: SessionDep, settings: SettingsDep, now: NowDep,
+    body: schemas.InviteIn,
+    user: Annotated[User, Depends(require("invite:create"))],
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
 ) -> schemas.InviteCreated:
     """Issue a single-use, expiring invite code for a role (requesters name their agency)."""
     invite, code = accounts.create_invite(session, user, body.role, body.agency_id, settings, now)
-    return schemas.InviteCreated(id=invite.id, role=Role(invite.role), agency_id=invite.agency_id,
-                                 expires_at=invite.expires_at, code=code)
+    return schemas.InviteCreated(
+        id=invite.id,
+        role=Role(invite.role),
+        agency_id=invite.agency_id,
+        expires_at=invite.expires_at,
+        code=code,
+    )
 
 
 @router.get("/invites", response_model=list[schemas.InviteOut])
@@ -108,9 +145,16 @@ def list_invites(
     _: Annotated[User, Depends(require("invite:create"))], session: SessionDep
 ) -> list[schemas.InviteOut]:
     """Every invite and whether it was used (never the codes)."""
-    return [schemas.InviteOut(id=i.id, role=Role(i.role), agency_id=i.agency_id,
-                              expires_at=i.expires_at, used_at=i.used_at)
-            for i in accounts.list_invites(session)]
+    return [
+        schemas.InviteOut(
+            id=i.id,
+            role=Role(i.role),
+            agency_id=i.agency_id,
+            expires_at=i.expires_at,
+            used_at=i.used_at,
+        )
+        for i in accounts.list_invites(session)
+    ]
 
 
 @router.post("/invites/accept", response_model=schemas.UserOut, status_code=201)
@@ -118,8 +162,9 @@ def accept_invite(
     body: schemas.AcceptInviteIn, session: SessionDep, hasher: HasherDep, now: NowDep
 ) -> schemas.UserOut:
     """Create one's account from an invite code."""
-    return user_out(accounts.accept_invite(session, hasher, body.code, body.username,
-                                           body.password, now))
+    return user_out(
+        accounts.accept_invite(session, hasher, body.code, body.username, body.password, now)
+    )
 
 
 @router.get("/people", response_model=list[schemas.UserOut])
@@ -128,3 +173,14 @@ def list_people(
 ) -> list[schemas.UserOut]:
     """Everyone with an account and their role."""
     return [user_out(u) for u in accounts.list_users(session)]
+
+
+@router.post("/people/{user_id}/disable", response_model=schemas.UserOut)
+def disable_person(
+    user_id: int,
+    admin: Annotated[User, Depends(require("person:manage"))],
+    session: SessionDep,
+    now: NowDep,
+) -> schemas.UserOut:
+    """Disable someone's account (their sessions and tokens stop working)."""
+    return user_out(accounts.disable_user(session, admin, user_id, now))

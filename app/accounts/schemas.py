@@ -21,6 +21,7 @@ class UserOut(BaseModel):
     role: Role
     agency_id: int | None
     created_at: datetime
+    disabled_at: datetime | None = None
 
 
 class LoginIn(Strict):

@@ -71,8 +71,12 @@ def create_user(
     session.add(user)
     session.flush()
     audit.append(
-        session, actor, "user:create", f"user:{user.id}",
-        {"role": role.value, "agency": agency_id}, now=now,
+        session,
+        actor,
+        "user:create",
+        f"user:{user.id}",
+        {"role": role.value, "agency": agency_id},
+        now=now,
     )
     return user
 
@@ -82,7 +86,11 @@ def admin_exists(session: Session) -> bool:
 
 
 def create_invite(
-    session: Session, by: User | None, role: Role, agency_id: int | None, settings: Settings,
+    session: Session,
+    by: User | None,
+    role: Role,
+    agency_id: int | None,
+    settings: Settings,
     now: datetime,
 ) -> tuple[Invite, str]:
     """A single-use, expiring invite for a role; returns the code (shown once)."""
@@ -99,9 +107,11 @@ def create_invite(
     session.add(invite)
     session.flush()
     audit.append(
-        session, actor_of(by), "invite:create", f"invite:{invite.id}",
-        {"role": role.value, "agency": agency_id,
-         "expires_at": invite.expires_at.isoformat()},
+        session,
+        actor_of(by),
+        "invite:create",
+        f"invite:{invite.id}",
+        {"role": role.value, "agency": agency_id, "expires_at": invite.expires_at.isoformat()},
         now=now,
     )
     return invite, code
@@ -112,7 +122,11 @@ def list_invites(session: Session) -> Sequence[Invite]:
 
 
 def accept_invite(
-    session: Session, hasher: PasswordHasher, code: str, username: str, password: str,
+    session: Session,
+    hasher: PasswordHasher,
+    code: str,
+    username: str,
+    password: str,
     now: datetime,
 ) -> User:
     """Create the invited person's account and use up the invite."""
@@ -124,8 +138,14 @@ def accept_invite(
     if invite.expires_at <= now:
         raise Conflict("invite code has expired; ask an admin for a new one")
     user = create_user(
-        session, hasher, username=username, password=password, role=Role(invite.role),
-        agency_id=invite.agency_id, actor="anonymous", now=now,
+        session,
+        hasher,
+        username=username,
+        password=password,
+        role=Role(invite.role),
+        agency_id=invite.agency_id,
+        actor="anonymous",
+        now=now,
     )
     invite.used_at = now
     invite.used_by = user.id
@@ -135,6 +155,20 @@ def accept_invite(
 
 def list_users(session: Session) -> Sequence[User]:
     return session.scalars(select(User).order_by(User.id)).all()
+
+
+def disable_user(session: Session, by: User, user_id: int, now: datetime) -> User:
+    """Disable an account: its sessions and API tokens stop working at once."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    if user.id == by.id:
+        raise Conflict("you cannot disable your own account")
+    if user.disabled_at is not None:
+        raise Conflict(f"user {user_id} is already disabled")
+    user.disabled_at = now
+    audit.append(session, f"user:{by.id}", "user:disable", f"user:{user.id}", {}, now=now)
+    return user
 
 
 # A valid hash of a random password: verifying against it when the user does not exist keeps
@@ -152,13 +186,16 @@ def _dummy_hash(hasher: PasswordHasher) -> str:
 def _recent_failures(
     session: Session, column: InstrumentedAttribute[str], value: str, since: datetime
 ) -> int:
-    return session.scalar(
-        select(func.count(LoginAttempt.id)).where(
-            column == value,
-            LoginAttempt.succeeded.is_(False),
-            LoginAttempt.attempted_at > since,
+    return (
+        session.scalar(
+            select(func.count(LoginAttempt.id)).where(
+                column == value,
+                LoginAttempt.succeeded.is_(False),
+                LoginAttempt.attempted_at > since,
+            )
         )
-    ) or 0
+        or 0
+    )
 
 
 @dataclass(frozen=True)
@@ -169,8 +206,13 @@ class NewSession:
 
 
 def login(
-    session: Session, hasher: PasswordHasher, settings: Settings, username: str, password: str,
-    address: str, now: datetime,
+    session: Session,
+    hasher: PasswordHasher,
+    settings: Settings,
+    username: str,
+    password: str,
+    address: str,
+    now: datetime,
 ) -> NewSession:
     """Check a password, throttled per account and per address; start a web session."""
     username = username.lower()
@@ -184,8 +226,9 @@ def login(
         >= settings.login_max_failures_per_address
     )
     if throttled:
-        session.add(LoginAttempt(username=username, address=address, succeeded=False,
-                                 attempted_at=now))
+        session.add(
+            LoginAttempt(username=username, address=address, succeeded=False, attempted_at=now)
+        )
         audit.append(session, "anonymous", "login:throttle", subject, {}, now=now)
         error = TooManyAttempts(
             f"too many failed logins; try again in {settings.login_window_minutes} minutes"
@@ -194,12 +237,12 @@ def login(
         raise error
     ok = passwords.verify(hasher, user.password_hash if user else _dummy_hash(hasher), password)
     if user is None or not ok or user.disabled_at is not None:
-        session.add(LoginAttempt(username=username, address=address, succeeded=False,
-                                 attempted_at=now))
+        session.add(
+            LoginAttempt(username=username, address=address, succeeded=False, attempted_at=now)
+        )
         audit.append(session, "anonymous", "login:fail", subject, {}, now=now)
         raise LoginFailed("wrong user name or password")
-    session.add(LoginAttempt(username=username, address=address, succeeded=True,
-                             attempted_at=now))
+    session.add(LoginAttempt(username=username, address=address, succeeded=True, attempted_at=now))
     token = tokens.new_secret("ses")
     web_session = WebSession(
         token_hash=tokens.digest(token),
@@ -210,8 +253,9 @@ def login(
     )
     session.add(web_session)
     session.flush()
-    audit.append(session, f"user:{user.id}", "session:create", f"session:{web_session.id}", {},
-                 now=now)
+    audit.append(
+        session, f"user:{user.id}", "session:create", f"session:{web_session.id}", {}, now=now
+    )
     return NewSession(user, web_session, token)
 
 
@@ -226,8 +270,14 @@ def session_for_token(session: Session, token: str, now: datetime) -> WebSession
 
 def end_session(session: Session, web_session: WebSession, now: datetime) -> None:
     web_session.ended_at = now
-    audit.append(session, f"user:{web_session.user_id}", "session:end",
-                 f"session:{web_session.id}", {}, now=now)
+    audit.append(
+        session,
+        f"user:{web_session.user_id}",
+        "session:end",
+        f"session:{web_session.id}",
+        {},
+        now=now,
+    )
 
 
 def create_api_token(
@@ -235,8 +285,9 @@ def create_api_token(
 ) -> tuple[ApiToken, str]:
     """A bearer token for the command line; acts with its owner's role. Shown once."""
     secret = tokens.new_secret("plt")
-    api_token = ApiToken(token_hash=tokens.digest(secret), name=name, user_id=user.id,
-                         created_at=now)
+    api_token = ApiToken(
+        token_hash=tokens.digest(secret), name=name, user_id=user.id, created_at=now
+    )
     session.add(api_token)
     session.flush()
     audit.append(session, f"user:{user.id}", "token:create", f"token:{api_token.id}", {}, now=now)
@@ -264,9 +315,7 @@ def revoke_api_token(session: Session, user: User, token_id: int, now: datetime)
 
 
 def user_for_api_token(session: Session, secret: str) -> User | None:
-    api_token = session.scalar(
-        select(ApiToken).where(ApiToken.token_hash == tokens.digest(secret))
-    )
+    api_token = session.scalar(select(ApiToken).where(ApiToken.token_hash == tokens.digest(secret)))
     if api_token is None or api_token.revoked_at is not None:
         return None
     return session.get(User, api_token.user_id)

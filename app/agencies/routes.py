@@ -16,18 +16,26 @@ router = APIRouter(prefix="/api/agencies", tags=["agencies"], route_class=Transa
 
 
 def agency_out(agency: Agency) -> schemas.AgencyOut:
-    return schemas.AgencyOut(id=agency.id, name=agency.name, jurisdiction=agency.jurisdiction,
-                             recipient=agency.recipient, created_at=agency.created_at)
+    return schemas.AgencyOut(
+        id=agency.id,
+        name=agency.name,
+        jurisdiction=agency.jurisdiction,
+        recipient=agency.recipient,
+        created_at=agency.created_at,
+    )
 
 
 @router.post("", response_model=schemas.AgencyOut, status_code=201)
 def create_agency(
-    body: schemas.AgencyIn, user: Annotated[User, Depends(require("agency:manage"))],
-    session: SessionDep, now: NowDep,
+    body: schemas.AgencyIn,
+    user: Annotated[User, Depends(require("agency:manage"))],
+    session: SessionDep,
+    now: NowDep,
 ) -> schemas.AgencyOut:
     """Register a requesting agency."""
-    return agency_out(agencies.create_agency(session, user, body.name, body.jurisdiction,
-                                             body.recipient, now))
+    return agency_out(
+        agencies.create_agency(session, user, body.name, body.jurisdiction, body.recipient, now)
+    )
 
 
 @router.get("", response_model=list[schemas.AgencyOut])

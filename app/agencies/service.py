@@ -23,13 +23,19 @@ def create_agency(
     name = name.strip()
     if session.scalar(select(Agency.id).where(Agency.name == name)) is not None:
         raise Conflict(f"an agency named {name!r} is already registered")
-    agency = Agency(name=name, jurisdiction=jurisdiction.strip(), recipient=recipient,
-                    created_at=now)
+    agency = Agency(
+        name=name, jurisdiction=jurisdiction.strip(), recipient=recipient, created_at=now
+    )
     session.add(agency)
     session.flush()
-    audit.append(session, f"user:{by.id}", "agency:create", f"agency:{agency.id}",
-                 {"name": agency.name, "jurisdiction": agency.jurisdiction,
-                  "recipient": recipient}, now=now)
+    audit.append(
+        session,
+        f"user:{by.id}",
+        "agency:create",
+        f"agency:{agency.id}",
+        {"name": agency.name, "jurisdiction": agency.jurisdiction, "recipient": recipient},
+        now=now,
+    )
     return agency
 
 

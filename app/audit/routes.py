@@ -34,14 +34,25 @@ class LogPage(BaseModel):
 
 @router.get("/entries", response_model=LogPage)
 def list_entries(
-    _: Annotated[User, Depends(require("log:read"))], session: SessionDep,
-    start: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    _: Annotated[User, Depends(require("log:read"))],
+    session: SessionDep,
+    start: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> LogPage:
     """Log entries from `start`, in order."""
     rows = audit.entries(session, start, limit)
-    return LogPage(size=audit.size(session), entries=[
-        LogEntryOut(index=e.index, created_at=e.created_at, actor=e.actor, action=e.action,
-                    subject=e.subject, entry=base64.b64encode(e.entry).decode("ascii"),
-                    leaf_hash=e.leaf_hash.hex())
-        for e in rows
-    ])
+    return LogPage(
+        size=audit.size(session),
+        entries=[
+            LogEntryOut(
+                index=e.index,
+                created_at=e.created_at,
+                actor=e.actor,
+                action=e.action,
+                subject=e.subject,
+                entry=base64.b64encode(e.entry).decode("ascii"),
+                leaf_hash=e.leaf_hash.hex(),
+            )
+            for e in rows
+        ],
+    )

@@ -33,9 +33,7 @@ def append(
     """Append one entry (actor "user:3", action "invite:create", subject "invite:5")."""
     moment = now or utcnow()
     entry_bytes = encode_entry(moment, actor, action, subject, details or {})
-    head = session.execute(
-        select(LogHead).where(LogHead.id == 1).with_for_update()
-    ).scalar_one()
+    head = session.execute(select(LogHead).where(LogHead.id == 1).with_for_update()).scalar_one()
     entry = LogEntry(
         index=head.size,
         created_at=moment,
@@ -60,10 +58,7 @@ def entries(session: Session, start: int, limit: int) -> Sequence[LogEntry]:
     """Entries start..start+limit-1 in index order."""
     return (
         session.execute(
-            select(LogEntry)
-            .where(LogEntry.index >= start)
-            .order_by(LogEntry.index)
-            .limit(limit)
+            select(LogEntry).where(LogEntry.index >= start).order_by(LogEntry.index).limit(limit)
         )
         .scalars()
         .all()

@@ -24,8 +24,14 @@ async def signed_device(
     body = await request.body()
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return await run_in_threadpool(
-        devices.authenticate_call, session, settings, request.headers, request.method, path,
-        body, now,
+        devices.authenticate_call,
+        session,
+        settings,
+        request.headers,
+        request.method,
+        path,
+        body,
+        now,
     )
 
 
@@ -34,16 +40,22 @@ DeviceDep = Annotated[Device, Depends(signed_device)]
 
 def device_out(device: Device) -> schemas.DeviceOut:
     return schemas.DeviceOut(
-        id=device.id, name=device.name, enrolled_at=device.enrolled_at,
-        last_seen_at=device.last_seen_at, revoked_at=device.revoked_at,
-        latitude=to_degrees(device.lat_milli), longitude=to_degrees(device.lon_milli),
+        id=device.id,
+        name=device.name,
+        enrolled_at=device.enrolled_at,
+        last_seen_at=device.last_seen_at,
+        revoked_at=device.revoked_at,
+        latitude=to_degrees(device.lat_milli),
+        longitude=to_degrees(device.lon_milli),
     )
 
 
 @router.post("/devices/enrolment-codes", response_model=schemas.EnrolmentCodeOut, status_code=201)
 def create_enrolment_code(
-    user: Annotated[User, Depends(require("device:own"))], session: SessionDep,
-    settings: SettingsDep, now: NowDep,
+    user: Annotated[User, Depends(require("device:own"))],
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
 ) -> schemas.EnrolmentCodeOut:
     """A one-time code to enrol a new camera (shown once)."""
     row, code = devices.create_enrolment_code(session, user, settings, now)
@@ -67,27 +79,39 @@ def list_own_devices(
 
 @router.put("/devices/{device_id}/location", response_model=schemas.DeviceOut)
 def set_location(
-    device_id: int, body: schemas.LocationIn,
-    user: Annotated[User, Depends(require("device:own"))], session: SessionDep, now: NowDep,
+    device_id: int,
+    body: schemas.LocationIn,
+    user: Annotated[User, Depends(require("device:own"))],
+    session: SessionDep,
+    now: NowDep,
 ) -> schemas.DeviceOut:
     """Set one's device's location (stored rounded to about 100 m)."""
-    return device_out(devices.set_location(session, user, device_id, body.latitude,
-                                           body.longitude, now))
+    return device_out(
+        devices.set_location(session, user, device_id, body.latitude, body.longitude, now)
+    )
 
 
 @router.post("/devices/{device_id}/revoke", response_model=schemas.DeviceOut)
 def revoke_own_device(
-    device_id: int, user: Annotated[User, Depends(require("device:own"))],
-    session: SessionDep, now: NowDep,
+    device_id: int,
+    user: Annotated[User, Depends(require("device:own"))],
+    session: SessionDep,
+    now: NowDep,
 ) -> schemas.DeviceOut:
     """Revoke one's own device."""
-    return device_out(devices.revoke(session, user, devices.own_device(session, user, device_id),
-                                     now))
+    return device_out(
+        devices.revoke(session, user, devices.own_device(session, user, device_id), now)
+    )
 
 
 def admin_out(device: Device) -> schemas.DeviceAdminOut:
-    return schemas.DeviceAdminOut(id=device.id, owner_id=device.owner_id, name=device.name,
-                                  enrolled_at=device.enrolled_at, revoked_at=device.revoked_at)
+    return schemas.DeviceAdminOut(
+        id=device.id,
+        owner_id=device.owner_id,
+        name=device.name,
+        enrolled_at=device.enrolled_at,
+        revoked_at=device.revoked_at,
+    )
 
 
 @router.get("/admin/devices", response_model=list[schemas.DeviceAdminOut])
@@ -100,8 +124,10 @@ def list_all_devices(
 
 @router.post("/admin/devices/{device_id}/revoke", response_model=schemas.DeviceAdminOut)
 def admin_revoke_device(
-    device_id: int, user: Annotated[User, Depends(require("device:admin"))],
-    session: SessionDep, now: NowDep,
+    device_id: int,
+    user: Annotated[User, Depends(require("device:admin"))],
+    session: SessionDep,
+    now: NowDep,
 ) -> schemas.DeviceAdminOut:
     """Revoke any device (a lost or compromised camera)."""
     return admin_out(devices.revoke(session, user, devices.get_device(session, device_id), now))
@@ -110,5 +136,6 @@ def admin_revoke_device(
 @router.get("/device/self", response_model=schemas.DeviceSelfOut)
 def device_self(device: DeviceDep) -> schemas.DeviceSelfOut:
     """Called by the device (signed): who the server thinks it is."""
-    return schemas.DeviceSelfOut(id=device.id, name=device.name,
-                                 located=device.lat_milli is not None)
+    return schemas.DeviceSelfOut(
+        id=device.id, name=device.name, located=device.lat_milli is not None
+    )

@@ -37,12 +37,17 @@ def create_enrolment_code(
 ) -> tuple[EnrolmentCode, str]:
     """A one-time code the resident types into `porchlight device enroll`."""
     code = tokens.new_secret("enr")
-    row = EnrolmentCode(code_hash=tokens.digest(code), owner_id=owner.id, created_at=now,
-                        expires_at=now + timedelta(minutes=settings.enrolment_code_minutes))
+    row = EnrolmentCode(
+        code_hash=tokens.digest(code),
+        owner_id=owner.id,
+        created_at=now,
+        expires_at=now + timedelta(minutes=settings.enrolment_code_minutes),
+    )
     session.add(row)
     session.flush()
-    audit.append(session, f"user:{owner.id}", "enrolment:create", f"enrolment:{row.id}", {},
-                 now=now)
+    audit.append(
+        session, f"user:{owner.id}", "enrolment:create", f"enrolment:{row.id}", {}, now=now
+    )
     return row, code
 
 
@@ -77,15 +82,29 @@ def enrol(
     if session.scalar(select(Device.id).where(Device.public_key == public_key)) is not None:
         raise Conflict("this device key is already enrolled")
     credential = tokens.new_secret("dev")
-    device = Device(owner_id=row.owner_id, name=name, public_key=public_key,
-                    credential_hash=tokens.digest(credential), enrolled_at=now)
+    device = Device(
+        owner_id=row.owner_id,
+        name=name,
+        public_key=public_key,
+        credential_hash=tokens.digest(credential),
+        enrolled_at=now,
+    )
     session.add(device)
     session.flush()
     row.used_at = now
     row.device_id = device.id
-    audit.append(session, f"device:{device.id}", "device:enrol", f"device:{device.id}",
-                 {"owner": f"user:{row.owner_id}", "enrolment": row.id,
-                  "public_key": base64.b64encode(public_key).decode("ascii")}, now=now)
+    audit.append(
+        session,
+        f"device:{device.id}",
+        "device:enrol",
+        f"device:{device.id}",
+        {
+            "owner": f"user:{row.owner_id}",
+            "enrolment": row.id,
+            "public_key": base64.b64encode(public_key).decode("ascii"),
+        },
+        now=now,
+    )
     return device, credential
 
 
@@ -110,7 +129,11 @@ def own_device(session: Session, owner: User, device_id: int) -> Device:
 
 
 def set_location(
-    session: Session, owner: User, device_id: int, latitude: float, longitude: float,
+    session: Session,
+    owner: User,
+    device_id: int,
+    latitude: float,
+    longitude: float,
     now: datetime,
 ) -> Device:
     """Store the device's location rounded to about 100 m (the log records only that it moved)."""
@@ -142,8 +165,13 @@ _REFUSED = "device call not authenticated"
 
 
 def authenticate_call(
-    session: Session, settings: Settings, headers: Mapping[str, str], method: str, path: str,
-    body: bytes, now: datetime,
+    session: Session,
+    settings: Settings,
+    headers: Mapping[str, str],
+    method: str,
+    path: str,
+    body: bytes,
+    now: datetime,
 ) -> Device:
     """Check a signed device call (see porchlight.client) and burn its nonce.
 
@@ -153,12 +181,19 @@ def authenticate_call(
     scheme, _, credential = headers.get("authorization", "").partition(" ")
     device_id, stamp = headers.get(DEVICE_HEADER, ""), headers.get(TIMESTAMP_HEADER, "")
     nonce, signature_b64 = headers.get(NONCE_HEADER, ""), headers.get(SIGNATURE_HEADER, "")
-    if scheme != "Device" or not device_id.isdigit() or not stamp.isdigit() \
-            or not _NONCE.match(nonce):
+    if (
+        scheme != "Device"
+        or not device_id.isdigit()
+        or not stamp.isdigit()
+        or not _NONCE.match(nonce)
+    ):
         raise NotAuthenticated(_REFUSED)
     device = session.get(Device, int(device_id))
-    if device is None or device.revoked_at is not None \
-            or device.credential_hash != tokens.digest(credential):
+    if (
+        device is None
+        or device.revoked_at is not None
+        or device.credential_hash != tokens.digest(credential)
+    ):
         raise NotAuthenticated(_REFUSED)
     try:
         signature = base64.b64decode(signature_b64, validate=True)
@@ -172,8 +207,11 @@ def authenticate_call(
     if abs(sent_at - now) > skew:
         raise NotAuthenticated("device clock is off or the call is stale; check the device time")
     # Nonces older than twice the skew can no longer pass the timestamp check: forget them.
-    session.execute(delete(DeviceNonce).where(DeviceNonce.device_id == device.id,
-                                              DeviceNonce.seen_at < now - 2 * skew))
+    session.execute(
+        delete(DeviceNonce).where(
+            DeviceNonce.device_id == device.id, DeviceNonce.seen_at < now - 2 * skew
+        )
+    )
     if session.get(DeviceNonce, (device.id, nonce)) is not None:
         raise NotAuthenticated("replayed device call refused")
     try:
@@ -181,4 +219,6 @@ def authenticate_call(
             session.add(DeviceNonce(device_id=device.id, nonce=nonce, seen_at=now))
     except IntegrityError:
         raise NotAuthenticated("replayed device call refused") from None
+    # Operational metadata for the owner's device list; not a log-worthy change.
+    device.last_seen_at = now
     return device

@@ -131,13 +131,23 @@ class Community:
             by = session.get(User, admin.id)
             assert by is not None
             agency = agencies.create_agency(
-                session, by, name or f"Agency {next(_numbers)}", "Testshire", x25519_recipient(),
+                session,
+                by,
+                name or f"Agency {next(_numbers)}",
+                "Testshire",
+                x25519_recipient(),
                 self.now(),
             )
             return agency.id
 
-    def person(self, role: Role, *, agency_id: int | None = None, username: str | None = None,
-               password: str | None = None) -> Person:
+    def person(
+        self,
+        role: Role,
+        *,
+        agency_id: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> Person:
         """Create a person of `role` (requesters get a new agency unless one is given)."""
         if role is Role.requester and agency_id is None:
             agency_id = self.agency()
@@ -146,8 +156,14 @@ class Community:
         password = password or f"lantern-{number}-quiet-harbour"
         with self.session() as session:
             user = accounts.create_user(
-                session, self.app.state.password_hasher, username=username, password=password,
-                role=role, agency_id=agency_id, actor="system", now=self.now(),
+                session,
+                self.app.state.password_hasher,
+                username=username,
+                password=password,
+                role=role,
+                agency_id=agency_id,
+                actor="system",
+                now=self.now(),
             )
             _, token = accounts.create_api_token(session, user, "tests", self.now())
             return Person(user.id, username, password, role, agency_id, token)
@@ -158,8 +174,9 @@ class Community:
     def login(self, person: Person, client: TestClient | None = None) -> str:
         """Sign in through the API (sets the cookie on the client); returns the CSRF token."""
         client = client or self.client
-        response = client.post("/api/session",
-                               json={"username": person.username, "password": person.password})
+        response = client.post(
+            "/api/session", json={"username": person.username, "password": person.password}
+        )
         assert response.status_code == 200, response.text
         return str(response.json()["csrf_token"])
 
@@ -168,19 +185,24 @@ class Community:
         code = self.client.post("/api/devices/enrolment-codes", headers=self.auth(owner))
         assert code.status_code == 201, code.text
         key = Ed25519PrivateKey.generate()
-        response = self.client.post("/api/devices/enroll", json={
-            "code": code.json()["code"],
-            "public_key": base64.b64encode(raw_public_key(key)).decode(),
-            "name": name,
-        })
+        response = self.client.post(
+            "/api/devices/enroll",
+            json={
+                "code": code.json()["code"],
+                "public_key": base64.b64encode(raw_public_key(key)).decode(),
+                "name": name,
+            },
+        )
         assert response.status_code == 201, response.text
         body = response.json()
         return EnrolledDevice(body["device_id"], body["credential"], key, owner)
 
-    def device_headers(self, device: EnrolledDevice, method: str, path: str,
-                       body: bytes = b"", **kwargs: object) -> dict[str, str]:
-        return sign_device_call(device.private_key, device.id, device.credential, method, path,
-                                body, **kwargs)  # type: ignore[arg-type]
+    def device_headers(
+        self, device: EnrolledDevice, method: str, path: str, body: bytes = b"", **kwargs: object
+    ) -> dict[str, str]:
+        return sign_device_call(
+            device.private_key, device.id, device.credential, method, path, body, **kwargs
+        )  # type: ignore[arg-type]
 
     def counts(self) -> dict[str, int]:
         """Row count of every table: for "bad input changes nothing" assertions."""

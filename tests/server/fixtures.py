@@ -85,8 +85,12 @@ def database_url(backend: str, migrated_template: str, tmp_path: Path) -> str:
 # Cheap argon2 parameters keep the suite fast; production uses the RFC 9106 defaults.
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=database_url,
-                    argon2_time_cost=1, argon2_memory_kib=1024)
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        argon2_time_cost=1,
+        argon2_memory_kib=1024,
+    )
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ ROUTE_RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/invites"): frozenset({R.admin}),
     ("POST", "/api/invites/accept"): PUBLIC,
     ("GET", "/api/people"): frozenset({R.admin}),
+    ("POST", "/api/people/{user_id}/disable"): frozenset({R.admin}),
     # agencies
     ("POST", "/api/agencies"): frozenset({R.admin}),
     ("GET", "/api/agencies"): frozenset({R.admin, R.auditor, R.reviewer}),

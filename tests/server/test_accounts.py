@@ -16,8 +16,9 @@ STRONG = "violet-lantern-harbour-7"
 
 def _invite(community: Community, admin_role: Role = Role.admin, **body: object) -> str:
     admin = community.person(admin_role)
-    response = community.client.post("/api/invites", headers=community.auth(admin),
-                                     json={"role": "resident", **body})
+    response = community.client.post(
+        "/api/invites", headers=community.auth(admin), json={"role": "resident", **body}
+    )
     assert response.status_code == 201, response.text
     return str(response.json()["code"])
 
@@ -31,8 +32,9 @@ def _error(response: object) -> str:
 def test_invite_creates_exactly_one_account(community: Community, client: TestClient) -> None:
     code = _invite(community)
     before = community.counts()
-    response = client.post("/api/invites/accept",
-                           json={"code": code, "username": "dana", "password": STRONG})
+    response = client.post(
+        "/api/invites/accept", json={"code": code, "username": "dana", "password": STRONG}
+    )
     assert response.status_code == 201, response.text
     assert response.json()["role"] == "resident"
     after = community.counts()
@@ -41,8 +43,9 @@ def test_invite_creates_exactly_one_account(community: Community, client: TestCl
     assert after["log_entries"] == before["log_entries"] + 2
 
     again = community.counts()
-    reused = client.post("/api/invites/accept",
-                         json={"code": code, "username": "erin", "password": STRONG})
+    reused = client.post(
+        "/api/invites/accept", json={"code": code, "username": "erin", "password": STRONG}
+    )
     assert reused.status_code == 409
     assert "already been used" in _error(reused)
     assert community.counts() == again
@@ -50,27 +53,33 @@ def test_invite_creates_exactly_one_account(community: Community, client: TestCl
 
 def test_requester_invite_names_an_agency(community: Community, client: TestClient) -> None:
     admin = community.person(Role.admin)
-    missing = client.post("/api/invites", headers=community.auth(admin),
-                          json={"role": "requester"})
+    missing = client.post("/api/invites", headers=community.auth(admin), json={"role": "requester"})
     assert missing.status_code == 422
     assert "agency" in _error(missing)
     agency_id = community.agency()
-    made = client.post("/api/invites", headers=community.auth(admin),
-                       json={"role": "requester", "agency_id": agency_id})
+    made = client.post(
+        "/api/invites",
+        headers=community.auth(admin),
+        json={"role": "requester", "agency_id": agency_id},
+    )
     assert made.status_code == 201
-    person = client.post("/api/invites/accept", json={
-        "code": made.json()["code"], "username": "officer1", "password": STRONG})
+    person = client.post(
+        "/api/invites/accept",
+        json={"code": made.json()["code"], "username": "officer1", "password": STRONG},
+    )
     assert person.status_code == 201
     assert person.json()["agency_id"] == agency_id
 
 
-def test_expired_invite_is_refused(community: Community, client: TestClient, clock: Clock,
-                                   settings: Settings) -> None:
+def test_expired_invite_is_refused(
+    community: Community, client: TestClient, clock: Clock, settings: Settings
+) -> None:
     code = _invite(community)
     clock.advance(hours=settings.invite_hours + 1)
     before = community.counts()
-    response = client.post("/api/invites/accept",
-                           json={"code": code, "username": "late", "password": STRONG})
+    response = client.post(
+        "/api/invites/accept", json={"code": code, "username": "late", "password": STRONG}
+    )
     assert response.status_code == 409
     assert "expired" in _error(response)
     assert community.counts() == before
@@ -78,8 +87,9 @@ def test_expired_invite_is_refused(community: Community, client: TestClient, clo
 
 def test_unknown_invite_code(community: Community, client: TestClient) -> None:
     before = community.counts()
-    response = client.post("/api/invites/accept",
-                           json={"code": "inv_nope", "username": "someone", "password": STRONG})
+    response = client.post(
+        "/api/invites/accept", json={"code": "inv_nope", "username": "someone", "password": STRONG}
+    )
     assert response.status_code == 404
     assert community.counts() == before
 
@@ -88,14 +98,17 @@ def test_duplicate_user_name_is_refused(community: Community, client: TestClient
     existing = community.person(Role.resident)
     code = _invite(community)
     before = community.counts()
-    response = client.post("/api/invites/accept", json={
-        "code": code, "username": existing.username, "password": STRONG})
+    response = client.post(
+        "/api/invites/accept",
+        json={"code": code, "username": existing.username, "password": STRONG},
+    )
     assert response.status_code == 409
     assert "taken" in _error(response)
     assert community.counts() == before
     # The invite was not used up by the failed attempt.
-    ok = client.post("/api/invites/accept",
-                     json={"code": code, "username": "fresh-name", "password": STRONG})
+    ok = client.post(
+        "/api/invites/accept", json={"code": code, "username": "fresh-name", "password": STRONG}
+    )
     assert ok.status_code == 201
 
 
@@ -108,32 +121,41 @@ def test_weak_passwords_are_refused(community: Community, client: TestClient) ->
         ("aaaaaaaaaaaaaaaa", "too common"),
         ("frankie-frankie-99", "user name"),
     ]:
-        response = client.post("/api/invites/accept",
-                               json={"code": code, "username": "frankie", "password": password})
+        response = client.post(
+            "/api/invites/accept", json={"code": code, "username": "frankie", "password": password}
+        )
         assert response.status_code == 422, password
         assert reason in _error(response)
     assert community.counts() == before
 
 
-def test_malformed_and_oversized_bodies(community: Community, client: TestClient,
-                                        settings: Settings) -> None:
+def test_malformed_and_oversized_bodies(
+    community: Community, client: TestClient, settings: Settings
+) -> None:
     code = _invite(community)
     before = community.counts()
     cases = [
-        client.post("/api/invites/accept", content=b"{not json",
-                    headers={"Content-Type": "application/json"}),
+        client.post(
+            "/api/invites/accept",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+        ),
         client.post("/api/invites/accept", json={"code": code}),
-        client.post("/api/invites/accept",
-                    json={"code": code, "username": "Bad Name!", "password": STRONG}),
-        client.post("/api/invites/accept", json={
-            "code": code, "username": "ok-name", "password": STRONG, "role": "admin"}),
+        client.post(
+            "/api/invites/accept", json={"code": code, "username": "Bad Name!", "password": STRONG}
+        ),
+        client.post(
+            "/api/invites/accept",
+            json={"code": code, "username": "ok-name", "password": STRONG, "role": "admin"},
+        ),
     ]
     for response in cases:
         assert response.status_code == 422, response.text
         _error(response)
     huge = json.dumps({"code": code, "username": "big", "password": "x" * settings.max_body_bytes})
-    too_large = client.post("/api/invites/accept", content=huge.encode(),
-                            headers={"Content-Type": "application/json"})
+    too_large = client.post(
+        "/api/invites/accept", content=huge.encode(), headers={"Content-Type": "application/json"}
+    )
     assert too_large.status_code == 413
     assert "larger than" in _error(too_large)
     assert community.counts() == before
@@ -143,8 +165,9 @@ def test_login_sets_a_safe_cookie_and_csrf_guards_writes(
     community: Community, client: TestClient
 ) -> None:
     resident = community.person(Role.resident)
-    response = client.post("/api/session",
-                           json={"username": resident.username, "password": resident.password})
+    response = client.post(
+        "/api/session", json={"username": resident.username, "password": resident.password}
+    )
     assert response.status_code == 200
     cookie = response.headers["set-cookie"]
     assert f"{SESSION_COOKIE}=" in cookie and "HttpOnly" in cookie
@@ -173,8 +196,9 @@ def test_secure_cookie_behind_tls(settings: Settings, clock: Clock) -> None:
     app = create_app(settings.model_copy(update={"tls": True}), clock=clock)
     with TestClient(app) as client:
         person = Community(app, client).person(Role.auditor)
-        response = client.post("/api/session",
-                               json={"username": person.username, "password": person.password})
+        response = client.post(
+            "/api/session", json={"username": person.username, "password": person.password}
+        )
         assert "Secure" in response.headers["set-cookie"]
     app.state.engine.dispose()
 
@@ -185,12 +209,14 @@ def test_wrong_passwords_are_logged_then_throttled(
     person = community.person(Role.reviewer)
     before = community.counts()
     for _ in range(settings.login_max_failures_per_account):
-        response = client.post("/api/session",
-                               json={"username": person.username, "password": "wrong-password!"})
+        response = client.post(
+            "/api/session", json={"username": person.username, "password": "wrong-password!"}
+        )
         assert response.status_code == 401
         assert _error(response) == "wrong user name or password"
-    throttled = client.post("/api/session",
-                            json={"username": person.username, "password": person.password})
+    throttled = client.post(
+        "/api/session", json={"username": person.username, "password": person.password}
+    )
     assert throttled.status_code == 429
     assert "too many failed logins" in _error(throttled)
     after = community.counts()
@@ -200,8 +226,9 @@ def test_wrong_passwords_are_logged_then_throttled(
     failures = settings.login_max_failures_per_account
     assert after["log_entries"] == before["log_entries"] + failures + 1
     clock.advance(minutes=settings.login_window_minutes + 1)
-    ok = client.post("/api/session",
-                     json={"username": person.username, "password": person.password})
+    ok = client.post(
+        "/api/session", json={"username": person.username, "password": person.password}
+    )
     assert ok.status_code == 200
 
 
@@ -210,11 +237,13 @@ def test_throttled_per_address_across_accounts(
 ) -> None:
     target = community.person(Role.admin)
     for i in range(settings.login_max_failures_per_address):
-        response = client.post("/api/session",
-                               json={"username": f"guess{i}", "password": "wrong-password!"})
+        response = client.post(
+            "/api/session", json={"username": f"guess{i}", "password": "wrong-password!"}
+        )
         assert response.status_code == 401
-    refused = client.post("/api/session",
-                          json={"username": target.username, "password": target.password})
+    refused = client.post(
+        "/api/session", json={"username": target.username, "password": target.password}
+    )
     assert refused.status_code == 429
 
 
@@ -247,3 +276,41 @@ def test_api_tokens_are_shown_once_and_revocable(community: Community, client: T
     other = community.person(Role.auditor)
     theirs = client.delete(f"/api/tokens/{created.json()['id']}", headers=community.auth(other))
     assert theirs.status_code == 404
+
+
+def test_disabled_person_is_locked_out(community: Community, client: TestClient) -> None:
+    admin = community.person(Role.admin)
+    person = community.person(Role.reviewer)
+    assert client.get("/api/me", headers=community.auth(person)).status_code == 200
+    response = client.post(f"/api/people/{person.id}/disable", headers=community.auth(admin))
+    assert response.status_code == 200
+    assert response.json()["disabled_at"] is not None
+    assert client.get("/api/me", headers=community.auth(person)).status_code == 401
+    login = client.post(
+        "/api/session", json={"username": person.username, "password": person.password}
+    )
+    assert login.status_code == 401
+    before = community.counts()
+    self_disable = client.post(f"/api/people/{admin.id}/disable", headers=community.auth(admin))
+    assert self_disable.status_code == 409
+    assert (
+        client.post("/api/people/999999/disable", headers=community.auth(admin)).status_code == 404
+    )
+    assert community.counts() == before
+
+
+def test_csrf_token_in_a_form_field(community: Community, client: TestClient) -> None:
+    person = community.person(Role.resident)
+    csrf = community.login(person)
+    refused = client.request("DELETE", "/api/session", data={"csrf_token": "wrong"})
+    assert refused.status_code == 403
+    ok = client.request("DELETE", "/api/session", data={"csrf_token": csrf})
+    assert ok.status_code == 204
+
+
+def test_unknown_paths_and_methods_answer_in_the_same_shape(client: TestClient) -> None:
+    missing = client.get("/api/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json()["message"] == "Not Found"
+    wrong = client.put("/api/session")
+    assert wrong.status_code == 405

@@ -27,17 +27,24 @@ def test_two_processes_append_one_gapless_log(
         setup_size = session.scalar(select(LogHead.size))
     assert setup_size is not None
     headers = community.auth(admin)
-    with live_server(database_url, tmp_path / "a") as first, \
-            live_server(database_url, tmp_path / "b") as second:
+    with (
+        live_server(database_url, tmp_path / "a") as first,
+        live_server(database_url, tmp_path / "b") as second,
+    ):
 
         def writer(server: str, writer_id: int) -> list[int]:
             made = []
             with httpx.Client(base_url=server, headers=headers, timeout=60) as http:
                 for n in range(WRITES_PER_WRITER):
                     name = f"Agency {server[-5:]}-{writer_id}-{n}"
-                    response = http.post("/api/agencies", json={
-                        "name": name, "jurisdiction": "Testshire",
-                        "recipient": x25519_recipient()})
+                    response = http.post(
+                        "/api/agencies",
+                        json={
+                            "name": name,
+                            "jurisdiction": "Testshire",
+                            "recipient": x25519_recipient(),
+                        },
+                    )
                     assert response.status_code == 201, response.text
                     made.append(int(response.json()["id"]))
             return made

@@ -37,11 +37,13 @@ def test_enrolment_code_is_single_use(community: Community, client: TestClient) 
     assert community.counts() == before
 
 
-def test_bad_enrolments_change_nothing(community: Community, client: TestClient, clock: Clock,
-                                       settings: Settings) -> None:
+def test_bad_enrolments_change_nothing(
+    community: Community, client: TestClient, clock: Clock, settings: Settings
+) -> None:
     resident = community.person(Role.resident)
-    code = client.post("/api/devices/enrolment-codes",
-                       headers=community.auth(resident)).json()["code"]
+    code = client.post("/api/devices/enrolment-codes", headers=community.auth(resident)).json()[
+        "code"
+    ]
     before = community.counts()
     for public_key, status in [("not base64!", 422), (base64.b64encode(b"short").decode(), 422)]:
         response = client.post("/api/devices/enroll", json={"code": code, "public_key": public_key})
@@ -57,8 +59,9 @@ def test_bad_enrolments_change_nothing(community: Community, client: TestClient,
     assert community.counts() == before
 
 
-def test_signed_calls_and_replays(community: Community, client: TestClient, clock: Clock,
-                                  settings: Settings) -> None:
+def test_signed_calls_and_replays(
+    community: Community, client: TestClient, clock: Clock, settings: Settings
+) -> None:
     device = community.enrol_device(community.person(Role.resident))
     headers = community.device_headers(device, "GET", "/api/device/self")
     ok = client.get("/api/device/self", headers=headers)
@@ -75,14 +78,18 @@ def test_signed_calls_and_replays(community: Community, client: TestClient, cloc
     assert client.get("/api/device/self", headers=other_path).status_code == 401
     forged = community.device_headers(device, "GET", "/api/device/self")
     forged["X-Porchlight-Signature"] = base64.b64encode(
-        Ed25519PrivateKey.generate().sign(b"x")).decode()
+        Ed25519PrivateKey.generate().sign(b"x")
+    ).decode()
     assert client.get("/api/device/self", headers=forged).status_code == 401
     wrong_credential = community.device_headers(device, "GET", "/api/device/self")
     wrong_credential["Authorization"] = "Device dev_wrong"
     assert client.get("/api/device/self", headers=wrong_credential).status_code == 401
     stale = community.device_headers(
-        device, "GET", "/api/device/self",
-        timestamp=int(time.time()) - 2 * settings.device_clock_skew_seconds)
+        device,
+        "GET",
+        "/api/device/self",
+        timestamp=int(time.time()) - 2 * settings.device_clock_skew_seconds,
+    )
     response = client.get("/api/device/self", headers=stale)
     assert response.status_code == 401
     assert "clock" in response.json()["message"]
@@ -92,8 +99,11 @@ def test_signed_calls_and_replays(community: Community, client: TestClient, cloc
 def test_location_is_coarse_and_private(community: Community, client: TestClient) -> None:
     resident = community.person(Role.resident)
     device = community.enrol_device(resident)
-    response = client.put(f"/api/devices/{device.id}/location", headers=community.auth(resident),
-                          json={"latitude": 51.501364, "longitude": -0.14189})
+    response = client.put(
+        f"/api/devices/{device.id}/location",
+        headers=community.auth(resident),
+        json={"latitude": 51.501364, "longitude": -0.14189},
+    )
     assert response.status_code == 200
     assert response.json()["latitude"] == 51.501
     assert response.json()["longitude"] in (-0.142, -0.141, -0.14)
@@ -104,6 +114,7 @@ def test_location_is_coarse_and_private(community: Community, client: TestClient
     # Not on the log, not visible to admins, not settable by another resident.
     with community.session() as session:
         from app.audit.models import LogEntry
+
         entries = session.scalars(select(LogEntry.entry)).all()
     assert not any(b"51.5" in e or b"51501" in e for e in entries)
     admin = community.person(Role.admin)
@@ -111,12 +122,18 @@ def test_location_is_coarse_and_private(community: Community, client: TestClient
     assert listed and all("latitude" not in d for d in listed)
     stranger = community.person(Role.resident)
     before = community.counts()
-    theirs = client.put(f"/api/devices/{device.id}/location", headers=community.auth(stranger),
-                        json={"latitude": 1.0, "longitude": 1.0})
+    theirs = client.put(
+        f"/api/devices/{device.id}/location",
+        headers=community.auth(stranger),
+        json={"latitude": 1.0, "longitude": 1.0},
+    )
     assert theirs.status_code == 404
     assert client.get("/api/devices", headers=community.auth(stranger)).json() == []
-    bad = client.put(f"/api/devices/{device.id}/location", headers=community.auth(resident),
-                     json={"latitude": 91, "longitude": 0})
+    bad = client.put(
+        f"/api/devices/{device.id}/location",
+        headers=community.auth(resident),
+        json={"latitude": 91, "longitude": 0},
+    )
     assert bad.status_code == 422
     assert community.counts() == before
 
@@ -139,13 +156,15 @@ def test_enroll_command_against_a_live_server(
         pytest.skip("the command is the same on either database")
     resident = community.person(Role.resident)
     with live_server(database_url, tmp_path / "server") as url:
-        code = community.client.post("/api/devices/enrolment-codes",
-                                     headers=community.auth(resident)).json()["code"]
+        code = community.client.post(
+            "/api/devices/enrolment-codes", headers=community.auth(resident)
+        ).json()["code"]
         parser = argparse.ArgumentParser()
         sync_cli.register(parser.add_subparsers())
         data_dir = tmp_path / "device"
-        args = parser.parse_args(["enroll", "--server", url, "--code", code,
-                                  "--data-dir", str(data_dir)])
+        args = parser.parse_args(
+            ["enroll", "--server", url, "--code", code, "--data-dir", str(data_dir)]
+        )
         assert args.handler(args) == 0
         for name in (sync_cli.KEY_FILE, sync_cli.ENROLMENT_FILE):
             assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600
@@ -155,7 +174,8 @@ def test_enroll_command_against_a_live_server(
         with PorchlightClient(url) as client:
             me = client.device_call(key, saved.enrolment, "GET", "/api/device/self")
         assert me["id"] == saved.device_id
-        reused = parser.parse_args(["enroll", "--server", url, "--code", code,
-                                    "--data-dir", str(data_dir)])
+        reused = parser.parse_args(
+            ["enroll", "--server", url, "--code", code, "--data-dir", str(data_dir)]
+        )
         with pytest.raises(CommandError, match="already been used"):
             reused.handler(reused)

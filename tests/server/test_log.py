@@ -24,27 +24,46 @@ def _entries(community: Community) -> list[LogEntry]:
 
 def test_entry_bytes_are_canonical() -> None:
     moment = datetime(2026, 11, 22, 20, 53, 25, 123456, tzinfo=UTC)
-    data = encode_entry(moment, "user:3", "invite:create", "invite:5",
-                        {"role": "resident", "agency": None, "ü": ["x", 1, True]})
-    assert data == (
-        '{"action":"invite:create","actor":"user:3","details":{"agency":null,'
-        '"role":"resident","ü":["x",1,true]},"subject":"invite:5",'
-        '"time":"2026-11-22T20:53:25.123456Z","v":1}'
-    ).encode()
-    assert json.dumps(json.loads(data), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode() == data
+    data = encode_entry(
+        moment,
+        "user:3",
+        "invite:create",
+        "invite:5",
+        {"role": "resident", "agency": None, "ü": ["x", 1, True]},
+    )
+    assert (
+        data
+        == (
+            '{"action":"invite:create","actor":"user:3","details":{"agency":null,'
+            '"role":"resident","ü":["x",1,true]},"subject":"invite:5",'
+            '"time":"2026-11-22T20:53:25.123456Z","v":1}'
+        ).encode()
+    )
+    assert (
+        json.dumps(
+            json.loads(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+        == data
+    )
 
 
-@pytest.mark.parametrize("actor,action,subject,details,message", [
-    ("user:1", "invite:create", "invite:1", {"x": 1.5}, "float"),
-    ("user:1", "invite:create", "invite:1", {"x": 2**60}, "range"),
-    ("root", "invite:create", "invite:1", {}, "actor"),
-    ("user:1", "Invite Create", "invite:1", {}, "action"),
-    ("user:1", "invite:create", "", {}, "subject"),
-    ("user:1", "invite:create", "invite:1", {"x": "a" * MAX_ENTRY_BYTES}, "bytes"),
-])
+@pytest.mark.parametrize(
+    "actor,action,subject,details,message",
+    [
+        ("user:1", "invite:create", "invite:1", {"x": 1.5}, "float"),
+        ("user:1", "invite:create", "invite:1", {"x": 2**60}, "range"),
+        ("root", "invite:create", "invite:1", {}, "actor"),
+        ("user:1", "Invite Create", "invite:1", {}, "action"),
+        ("user:1", "invite:create", "", {}, "subject"),
+        ("user:1", "invite:create", "invite:1", {"x": "a" * MAX_ENTRY_BYTES}, "bytes"),
+    ],
+)
 def test_non_canonical_entries_are_refused(
-    actor: str, action: str, subject: str, details: dict[str, object], message: str,
+    actor: str,
+    action: str,
+    subject: str,
+    details: dict[str, object],
+    message: str,
     community: Community,
 ) -> None:
     with community.session() as session:
@@ -70,7 +89,10 @@ def test_append_numbers_without_gaps_and_rollback_leaves_none(community: Communi
         assert row.leaf_hash == hashlib.sha256(b"\x00" + row.entry).digest()
         decoded = json.loads(row.entry)
         assert (decoded["actor"], decoded["action"], decoded["subject"]) == (
-            row.actor, row.action, row.subject)
+            row.actor,
+            row.action,
+            row.subject,
+        )
 
 
 def test_every_state_change_is_logged_without_secrets(
@@ -78,29 +100,45 @@ def test_every_state_change_is_logged_without_secrets(
 ) -> None:
     community.agency()
     admin = community.person(Role.admin)
-    invite = client.post("/api/invites", headers=community.auth(admin),
-                         json={"role": "resident"}).json()
+    invite = client.post(
+        "/api/invites", headers=community.auth(admin), json={"role": "resident"}
+    ).json()
     password = "copper-kettle-morning-42"
-    client.post("/api/invites/accept",
-                json={"code": invite["code"], "username": "rowan", "password": password})
+    client.post(
+        "/api/invites/accept",
+        json={"code": invite["code"], "username": "rowan", "password": password},
+    )
     client.post("/api/session", json={"username": "rowan", "password": "not-the-password"})
-    csrf = client.post("/api/session",
-                       json={"username": "rowan", "password": password}).json()["csrf_token"]
-    token = client.post("/api/tokens", json={"name": "cli"},
-                        headers={"X-CSRF-Token": csrf}).json()
+    csrf = client.post("/api/session", json={"username": "rowan", "password": password}).json()[
+        "csrf_token"
+    ]
+    token = client.post("/api/tokens", json={"name": "cli"}, headers={"X-CSRF-Token": csrf}).json()
     client.delete(f"/api/tokens/{token['id']}", headers={"X-CSRF-Token": csrf})
     resident = community.person(Role.resident)
     device = community.enrol_device(resident)
-    client.put(f"/api/devices/{device.id}/location", headers=community.auth(resident),
-               json={"latitude": 10.12345, "longitude": 20.6789})
+    client.put(
+        f"/api/devices/{device.id}/location",
+        headers=community.auth(resident),
+        json={"latitude": 10.12345, "longitude": 20.6789},
+    )
     client.post(f"/api/admin/devices/{device.id}/revoke", headers=community.auth(admin))
     client.delete("/api/session", headers={"X-CSRF-Token": csrf})
     rows = _entries(community)
     actions = {row.action for row in rows}
     assert {
-        "user:create", "token:create", "agency:create", "invite:create", "invite:accept",
-        "login:fail", "session:create", "token:revoke", "enrolment:create", "device:enrol",
-        "device:locate", "device:revoke", "session:end",
+        "user:create",
+        "token:create",
+        "agency:create",
+        "invite:create",
+        "invite:accept",
+        "login:fail",
+        "session:create",
+        "token:revoke",
+        "enrolment:create",
+        "device:enrol",
+        "device:locate",
+        "device:revoke",
+        "session:end",
     } <= actions
     assert [row.index for row in rows] == list(range(len(rows)))
     everything = b"\n".join(row.entry for row in rows)

@@ -61,9 +61,13 @@ def test_role_by_route(key: tuple[str, str], community: Community, client: TestC
     outcome["anonymous"] = _call(client, method, path, {})
     body = b"{}"
     outcome["device"] = client.request(
-        method, path, content=body,
-        headers={**community.device_headers(resident_device, method, path, body),
-                 "Content-Type": "application/json"},
+        method,
+        path,
+        content=body,
+        headers={
+            **community.device_headers(resident_device, method, path, body),
+            "Content-Type": "application/json",
+        },
     ).status_code
 
     if rule == PUBLIC:

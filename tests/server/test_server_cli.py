@@ -1,0 +1,112 @@
+"""`porchlight server run|migrate|create-admin|invite` as a person would type them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.server.live import REPO, free_port
+
+PASSWORD = "amber-window-evening-31"
+# The entry point as installed (`python -m porchlight.cli` would load the module twice).
+PORCHLIGHT = [sys.executable, "-c", "import sys; from porchlight.cli import main; sys.exit(main())"]
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORCHLIGHT_")}
+    env.update(
+        {
+            "PORCHLIGHT_DATA_DIR": str(data_dir),
+            "PORCHLIGHT_ARGON2_TIME_COST": "1",
+            "PORCHLIGHT_ARGON2_MEMORY_KIB": "1024",
+        }
+    )
+    return env
+
+
+def _porchlight(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PORCHLIGHT, "server", *args],
+        cwd=REPO,
+        env=_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_run_migrates_serves_and_says_how_to_create_an_admin(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [*PORCHLIGHT, "server", "run", "--port", str(port)],
+        cwd=REPO,
+        env=_env(tmp_path / "data"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in first
+        lines = [process.stdout.readline() for _ in range(2)]
+        assert any("porchlight server create-admin" in line for line in lines)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.1)
+        assert health.json() == {"status": "ok"}
+        docs = httpx.get(f"http://127.0.0.1:{port}/docs")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+        schema = httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()
+        assert "/api/devices/enroll" in schema["paths"]
+        assert (tmp_path / "data" / "porchlight.sqlite3").exists()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_admin_and_invite_commands(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert _porchlight(data, "migrate").returncode == 0
+    password_file = tmp_path / "pw"
+    password_file.write_text(PASSWORD + "\n")
+    made = _porchlight(
+        data, "create-admin", "--username", "ada", "--password-file", str(password_file)
+    )
+    assert made.returncode == 0, made.stderr
+    assert "admin 'ada' created" in made.stdout
+    again = _porchlight(
+        data, "create-admin", "--username", "ada", "--password-file", str(password_file)
+    )
+    assert again.returncode == 1
+    assert again.stderr.startswith("porchlight: error: user name 'ada' is taken")
+    assert "Traceback" not in again.stderr
+    weak_file = tmp_path / "weak"
+    weak_file.write_text("short\n")
+    weak = _porchlight(data, "create-admin", "--username", "bob", "--password-file", str(weak_file))
+    assert weak.returncode == 1 and "at least 12" in weak.stderr
+    invite = _porchlight(data, "invite", "--role", "resident")
+    assert invite.returncode == 0
+    assert invite.stdout.strip().startswith("inv_")
+    requester = _porchlight(data, "invite", "--role", "requester")
+    assert requester.returncode == 1 and "agency" in requester.stderr
+    bad_settings = subprocess.run(
+        [*PORCHLIGHT, "server", "migrate"],
+        cwd=REPO,
+        env={**_env(data), "PORCHLIGHT_SESION_HOURS": "1", "PORCHLIGHT_SESSION_HOURS": "x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad_settings.returncode == 1
+    assert "invalid server settings" in bad_settings.stderr
