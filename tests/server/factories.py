@@ -198,11 +198,26 @@ class Community:
         return EnrolledDevice(body["device_id"], body["credential"], key, owner)
 
     def device_headers(
-        self, device: EnrolledDevice, method: str, path: str, body: bytes = b"", **kwargs: object
+        self,
+        device: EnrolledDevice,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        timestamp: int | None = None,
+        nonce: str | None = None,
     ) -> dict[str, str]:
+        """Signed-call headers for `device` (see porchlight.client.sign_device_call)."""
         return sign_device_call(
-            device.private_key, device.id, device.credential, method, path, body, **kwargs
-        )  # type: ignore[arg-type]
+            device.private_key,
+            device.id,
+            device.credential,
+            method,
+            path,
+            body,
+            timestamp=timestamp,
+            nonce=nonce,
+        )
 
     def counts(self) -> dict[str, int]:
         """Row count of every table: for "bad input changes nothing" assertions."""
