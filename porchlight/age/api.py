@@ -67,8 +67,14 @@ def encryptor(dst: BinaryIO, recipients: Sequence[Recipient], *, armor: bool = F
     finish = None
     if armor:
         armored = ArmorWriter(dst)
-        out = armored  # type: ignore[assignment]
-        finish = armored.close
+        out = cast(BinaryIO, armored)
+
+        def finish() -> None:
+            armored.close()
+            flush = getattr(dst, "flush", None)
+            if flush is not None:
+                flush()
+
     out.write(header + nonce)
     return AgeWriter(out, payload_key(file_key, nonce), finish)
 

@@ -115,9 +115,10 @@ class AgeWriter(io.RawIOBase):
                 self._buffer.clear()
                 if self._finish is not None:
                     self._finish()
-                flush = getattr(self._dst, "flush", None)
-                if flush is not None:
-                    flush()
+                else:
+                    flush = getattr(self._dst, "flush", None)
+                    if flush is not None:
+                        flush()
         finally:
             super().close()
 
@@ -131,8 +132,9 @@ class AgeWriter(io.RawIOBase):
 class AgeReader(io.RawIOBase):
     """A readable (and, over a seekable source, seekable) decrypted age payload.
 
-    `read(n)` returns n bytes unless the payload ends first. When a chunk fails, the bytes
-    already authenticated are returned and the error is raised on the next read.
+    `read(n)` returns n bytes unless the payload ends first. A chunk that fails raises at
+    once and on every later read; bytes from earlier, authenticated chunks were returned by
+    earlier reads (reading in CHUNK_SIZE steps returns every good chunk before the error).
     """
 
     def __init__(self, src: BinaryIO, key: bytes, start: int | None, end: int | None) -> None:
@@ -239,7 +241,7 @@ class AgeReader(io.RawIOBase):
         out = bytearray()
         while want < 0 or len(out) < want:
             if self._size is not None and self._pos >= self._size:
-                if self._trailing_error is not None and not out:
+                if self._trailing_error is not None:
                     self._error = self._trailing_error
                     raise self._error
                 break
@@ -253,9 +255,9 @@ class AgeReader(io.RawIOBase):
                             break
                     self._load(index)
                 except AgeError as error:
+                    # Sticky, and raised now even if this call already gathered bytes: a
+                    # short read must never look like a clean end of file.
                     self._error = error
-                    if out:
-                        break
                     raise
                 continue
             offset = self._pos - index * CHUNK_SIZE

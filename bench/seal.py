@@ -1,0 +1,224 @@
+"""File-to-file sealing throughput: porchlight's age against Debian's age, cp and openssl.
+
+Generates a random file (default 1 GiB), then times, best of --repeat runs each:
+
+* encrypt: `porchlight encrypt` (the CLI, interpreter start-up included), the library
+  call `porchlight.age.encrypt_file` alone, Debian `age -e`, and `cp` of the plaintext;
+* decrypt: the same for an age-made file, and `cp` of that file;
+
+every run in its own process so its peak RSS (ru_maxrss) is its own. `os.sync()` runs
+before each timing so one run's write-back does not land on the next. The raw
+ChaCha20-Poly1305 rate comes from `openssl speed -evp chacha20-poly1305`. Outputs are
+checked against the input once. X25519 keys, so Debian's age (1.1.1, no post-quantum)
+reads and writes the same files; the payload work is identical for any recipient type.
+
+    .venv/bin/python bench/seal.py [--size-mib 1024] [--repeat 3] [--dir DIR]
+
+Targets (issue 2): at least 1.5x age and 80 % of cp in both directions, peak RSS < 64 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from porchlight.age import generate_identity
+
+MIB = 1024 * 1024
+PYTHON = sys.executable
+LIBRARY_RUN = """
+import resource, sys, time
+from porchlight.age import encrypt_file, decrypt_file, parse_recipient, read_identity_file
+op, src, dst, key = sys.argv[1:5]
+started = time.perf_counter()
+if op == "encrypt":
+    encrypt_file(src, dst, [parse_recipient(key)])
+else:
+    decrypt_file(src, dst, read_identity_file(key))
+print(time.perf_counter() - started)
+"""
+
+
+@dataclass
+class Result:
+    direction: str
+    tool: str
+    seconds: list[float]
+    peak_rss_kib: int
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+
+def run_child(argv: list[str], inner_time: bool = False) -> tuple[float, int]:
+    """Wall time and peak RSS (KiB) of one process, via fork/exec and wait4."""
+    os.sync()
+    started = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.execvp(argv[0], argv)  # noqa: S606 - trusted argv, no shell
+    _, status, usage = os.wait4(pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv)} failed")
+    return elapsed, usage.ru_maxrss
+
+
+def run_library(op: str, src: Path, dst: Path, key: str) -> tuple[float, int]:
+    os.sync()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.dup2(write_end, 1)
+        os.execv(PYTHON, [PYTHON, "-c", LIBRARY_RUN, op, str(src), str(dst), key])  # noqa: S606
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        reported = pipe.read()
+    _, status, usage = os.wait4(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"library {op} failed")
+    return float(reported.strip()), usage.ru_maxrss
+
+
+def openssl_rate() -> float | None:
+    """openssl's ChaCha20-Poly1305 rate on 64 KiB blocks, in bytes per second."""
+    try:
+        done = subprocess.run(
+            ["openssl", "speed", "-evp", "chacha20-poly1305", "-bytes", "65536", "-seconds", "2"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    match = re.search(r"ChaCha20-Poly1305\s+([\d.]+)k", done.stdout, re.IGNORECASE)
+    return float(match.group(1)) * 1000 if match else None
+
+
+def make_input(path: Path, size: int) -> None:
+    block = 4 * MIB
+    with open(path, "wb") as handle:
+        written = 0
+        while written < size:
+            take = min(block, size - written)
+            handle.write(os.urandom(take))
+            written += take
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=None, help="work directory (default: /tmp)")
+    args = parser.parse_args()
+    age = shutil.which("age")
+    if age is None:
+        raise SystemExit("Debian's age is not installed (apt-get install age)")
+    size = args.size_mib * MIB
+    porchlight_cli = [PYTHON, "-m", "porchlight.cli"]
+
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="seal-bench-") as work_dir:
+        work = Path(work_dir)
+        plain = work / "plain.bin"
+        print(f"generating {args.size_mib} MiB of random data in {work} ...", file=sys.stderr)
+        make_input(plain, size)
+        identity = generate_identity("x25519")
+        key_file = work / "key.txt"
+        key_file.write_text(f"{identity}\n")
+        recipient = str(identity.recipient())
+        sealed = work / "sealed-by-age.age"
+        subprocess.run([age, "-r", recipient, "-o", str(sealed), str(plain)], check=True)
+
+        out = work / "out"
+        plans: list[tuple[str, str, object]] = [
+            ("encrypt", "cp (plaintext)", ["cp", str(plain), str(out)]),
+            ("encrypt", "age 1.1.1", [age, "-r", recipient, "-o", str(out), str(plain)]),
+            (
+                "encrypt",
+                "porchlight CLI",
+                [*porchlight_cli, "encrypt", "-r", recipient, "-o", str(out), str(plain)],
+            ),
+            ("encrypt", "porchlight library", ("encrypt", plain, recipient)),
+            ("decrypt", "cp (age file)", ["cp", str(sealed), str(out)]),
+            ("decrypt", "age 1.1.1", [age, "-d", "-i", str(key_file), "-o", str(out), str(sealed)]),
+            (
+                "decrypt",
+                "porchlight CLI",
+                [*porchlight_cli, "decrypt", "-i", str(key_file), "-o", str(out), str(sealed)],
+            ),
+            ("decrypt", "porchlight library", ("decrypt", sealed, str(key_file))),
+        ]
+        results = [Result(d, t, [], 0) for d, t, _ in plans]
+        # Interleave the repeats so a burst of load elsewhere hits every tool alike.
+        for _ in range(args.repeat):
+            for result, (_, _, plan) in zip(results, plans, strict=True):
+                out.unlink(missing_ok=True)
+                if isinstance(plan, tuple):
+                    op, src, key = plan
+                    elapsed, rss = run_library(str(op), Path(str(src)), out, str(key))
+                else:
+                    elapsed, rss = run_child([str(a) for a in plan])  # type: ignore[attr-defined]
+                result.seconds.append(elapsed)
+                result.peak_rss_kib = max(result.peak_rss_kib, rss)
+                print(f"  {result.direction} {result.tool}: {elapsed:.3f} s", file=sys.stderr)
+        # Correctness, once: our decryption of age's file, and age's of ours.
+        out.unlink(missing_ok=True)
+        subprocess.run(
+            [*porchlight_cli, "decrypt", "-i", str(key_file), "-o", str(out), str(sealed)],
+            check=True,
+        )
+        if not filecmp.cmp(out, plain, shallow=False):
+            raise SystemExit("porchlight's decryption of age's file differs from the input")
+        ours = work / "sealed-by-porchlight.age"
+        subprocess.run(
+            [*porchlight_cli, "encrypt", "-r", recipient, "-o", str(ours), str(plain)], check=True
+        )
+        out.unlink()
+        subprocess.run([age, "-d", "-i", str(key_file), "-o", str(out), str(ours)], check=True)
+        if not filecmp.cmp(out, plain, shallow=False):
+            raise SystemExit("age's decryption of porchlight's file differs from the input")
+
+    rate = openssl_rate()
+    print()
+    print(
+        f"{args.size_mib} MiB file to file, best of {args.repeat} (median in brackets); "
+        f"GB = 10^9 bytes"
+    )
+    header = (
+        f"| {'direction':9} | {'tool':18} | {'seconds':>15} | {'GB/s':>5} | "
+        f"{'vs age':>6} | {'vs cp':>6} | {'peak RSS':>9} |"
+    )
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for result in results:
+        same = [r for r in results if r.direction == result.direction]
+        age_best = next(r.best for r in same if r.tool.startswith("age"))
+        cp_best = next(r.best for r in same if r.tool.startswith("cp"))
+        seconds = f"{result.best:.3f} ({statistics.median(result.seconds):.3f})"
+        print(
+            f"| {result.direction:9} | {result.tool:18} | {seconds:>15} | "
+            f"{size / result.best / 1e9:5.2f} | {age_best / result.best:5.2f}x | "
+            f"{cp_best / result.best:5.0%} | {result.peak_rss_kib / 1024:5.1f} MiB |"
+        )
+    if rate is not None:
+        print(
+            f"\nopenssl speed -evp chacha20-poly1305 (64 KiB blocks, one core): "
+            f"{rate / 1e9:.2f} GB/s"
+        )
+    print(f"machine: {os.cpu_count()} cores; work directory {args.dir or tempfile.gettempdir()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
