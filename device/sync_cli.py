@@ -1,8 +1,10 @@
 """`porchlight device enroll`: register this device with a community server.
 
 `register(commands)` adds the subcommand to the device command group (device/cli.py calls it
-when this module is importable). The device's Ed25519 key (created if missing) and the
-credential the server returns are written to the device data directory with mode 0600.
+when this module is importable). The device's Ed25519 key (device/keys.py, the same key that
+signs clip manifests; created if missing) and the credential the server returns are written to
+the device data directory with mode 0600. Later sync commands (asks, consent, decline) build on
+`load_enrolment`, `load_or_create_key` and `porchlight.client.PorchlightClient.device_call`.
 """
 
 from __future__ import annotations
@@ -15,19 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    load_pem_private_key,
-)
 
+from device.cli import add_data_dir, data_dir_of
+from device.keys import DEVICE_KEY_NAME, KeyFileError, create_device_key, load_device_key
 from porchlight.cli import CommandError
 from porchlight.client import ApiError, Enrolment, PorchlightClient
 
-KEY_FILE = "device-key.pem"
+KEY_FILE = DEVICE_KEY_NAME
 ENROLMENT_FILE = "enrolment.json"
-DEFAULT_DATA_DIR = "device-data"
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -44,17 +41,14 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
-    """The device's Ed25519 signing key, created on first use."""
-    path = data_dir / KEY_FILE
-    if path.exists():
-        key = load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise CommandError(f"{path} does not hold an Ed25519 key")
-        return key
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    _write_private(path, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-    return key
+    """The device's Ed25519 signing key (the one that signs manifests), created if missing."""
+    try:
+        return load_device_key(data_dir)
+    except KeyFileError:
+        if (data_dir / DEVICE_KEY_NAME).exists():
+            raise
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return create_device_key(data_dir)
 
 
 @dataclass(frozen=True)
@@ -103,7 +97,7 @@ def enroll(server: str, code: str, data_dir: Path, name: str) -> DeviceEnrolment
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir)
+    data_dir = data_dir_of(args)
     saved = enroll(args.server, args.code, data_dir, args.name)
     print(
         f"enrolled as device {saved.device_id} with {saved.server}; "
@@ -118,8 +112,6 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--server", required=True, help="server URL, e.g. https://porchlight.example"
     )
     parser.add_argument("--code", required=True, help="the one-time enrolment code")
-    parser.add_argument(
-        "--data-dir", default=os.environ.get("PORCHLIGHT_DEVICE_DATA_DIR", DEFAULT_DATA_DIR)
-    )
+    add_data_dir(parser)
     parser.add_argument("--name", default=socket.gethostname()[:100] or "camera")
     parser.set_defaults(handler=_enroll)

@@ -10,6 +10,7 @@ from app.accounts.models import User
 from app.agencies import schemas
 from app.agencies import service as agencies
 from app.agencies.models import Agency
+from app.agencies.recipients import is_post_quantum
 from app.deps import NowDep, SessionDep, TransactionRoute, require
 
 router = APIRouter(prefix="/api/agencies", tags=["agencies"], route_class=TransactionRoute)
@@ -21,6 +22,7 @@ def agency_out(agency: Agency) -> schemas.AgencyOut:
         name=agency.name,
         jurisdiction=agency.jurisdiction,
         recipient=agency.recipient,
+        post_quantum=is_post_quantum(agency.recipient),
         created_at=agency.created_at,
     )
 

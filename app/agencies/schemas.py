@@ -20,4 +20,6 @@ class AgencyOut(BaseModel):
     name: str
     jurisdiction: str
     recipient: str
+    # True for an mlkem768x25519 (age1pq1...) recipient.
+    post_quantum: bool
     created_at: datetime

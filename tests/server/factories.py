@@ -31,6 +31,7 @@ from app.accounts.models import User
 from app.agencies import service as agencies
 from app.models import metadata
 from app.permissions import Role
+from porchlight.age import generate_identity
 from porchlight.client import Enrolment, raw_public_key, sign_device_call
 
 _CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
@@ -69,6 +70,11 @@ def bech32_encode(hrp: str, data: bytes) -> str:
 def x25519_recipient() -> str:
     """A well-formed age X25519 recipient (random key)."""
     return bech32_encode("age", os.urandom(32))
+
+
+def pq_recipient() -> str:
+    """A real post-quantum (mlkem768x25519) age recipient, as agencies should register."""
+    return str(generate_identity().recipient())
 
 
 class Clock:
@@ -135,7 +141,7 @@ class Community:
                 by,
                 name or f"Agency {next(_numbers)}",
                 "Testshire",
-                x25519_recipient(),
+                pq_recipient(),
                 self.now(),
             )
             return agency.id
