@@ -6,9 +6,8 @@ register; classic X25519 (`age1...`) recipients are accepted, as DESIGN allows.
 
 from __future__ import annotations
 
-from porchlight.age import AgeError, HybridRecipient, X25519Recipient, parse_recipient
-
 from app.errors import InvalidInput
+from porchlight.age import AgeError, HybridRecipient, X25519Recipient, parse_recipient
 
 
 def check_recipient(recipient: str) -> str:

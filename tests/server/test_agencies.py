@@ -58,7 +58,7 @@ def test_bad_agencies_change_nothing(community: Community, client: TestClient) -
             {
                 "name": "Secret key",
                 "jurisdiction": "Testshire",
-                "recipient": "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ",
+                "recipient": "AGE-SECRET-KEY-1" + "Q" * 58,
             },
             422,
         ),
