@@ -6,7 +6,8 @@ Generates a random file (default 1 GiB), then times, best of --repeat runs each:
   call `porchlight.age.encrypt_file` alone, Debian `age -e`, and `cp` of the plaintext;
 * decrypt: the same for an age-made file, and `cp` of that file;
 
-every run in its own process so its peak RSS (ru_maxrss) is its own. `os.sync()` runs
+every run in its own process, whose peak RSS is measured by GNU time (the library
+run reports its own VmHWM). `os.sync()` runs
 before each timing so one run's write-back does not land on the next. The raw
 ChaCha20-Poly1305 rate comes from `openssl speed -evp chacha20-poly1305`. Outputs are
 checked against the input once. X25519 keys, so Debian's age (1.1.1, no post-quantum)
@@ -36,8 +37,9 @@ from porchlight.age import generate_identity
 
 MIB = 1024 * 1024
 PYTHON = sys.executable
+GNU_TIME = "/usr/bin/time"
 LIBRARY_RUN = """
-import resource, sys, time
+import sys, time
 from porchlight.age import encrypt_file, decrypt_file, parse_recipient, read_identity_file
 op, src, dst, key = sys.argv[1:5]
 started = time.perf_counter()
@@ -45,7 +47,10 @@ if op == "encrypt":
     encrypt_file(src, dst, [parse_recipient(key)])
 else:
     decrypt_file(src, dst, read_identity_file(key))
-print(time.perf_counter() - started)
+elapsed = time.perf_counter() - started
+with open("/proc/self/status") as status:
+    peak = next(line for line in status if line.startswith("VmHWM:")).split()[1]
+print(elapsed, peak)
 """
 
 
@@ -61,34 +66,33 @@ class Result:
         return min(self.seconds)
 
 
-def run_child(argv: list[str], inner_time: bool = False) -> tuple[float, int]:
-    """Wall time and peak RSS (KiB) of one process, via fork/exec and wait4."""
+def run_child(argv: list[str], rss_file: Path) -> tuple[float, int]:
+    """Wall time and peak RSS (KiB) of one process.
+
+    The peak comes from GNU time (a small C program) rather than our own wait4: on Linux
+    a child's ru_maxrss includes the memory of the process that forked it, which exec
+    carries over, and this bench's interpreter is itself ~25 MiB.
+    """
     os.sync()
     started = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        os.execvp(argv[0], argv)  # noqa: S606 - trusted argv, no shell
-    _, status, usage = os.wait4(pid, 0)
+    subprocess.run(
+        [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv], check=True, stdout=subprocess.DEVNULL
+    )
     elapsed = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(argv)} failed")
-    return elapsed, usage.ru_maxrss
+    return elapsed, int(rss_file.read_text().split()[-1])
 
 
 def run_library(op: str, src: Path, dst: Path, key: str) -> tuple[float, int]:
+    """The library call's own time and its process's VmHWM (KiB)."""
     os.sync()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        os.dup2(write_end, 1)
-        os.execv(PYTHON, [PYTHON, "-c", LIBRARY_RUN, op, str(src), str(dst), key])  # noqa: S606
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        reported = pipe.read()
-    _, status, usage = os.wait4(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"library {op} failed")
-    return float(reported.strip()), usage.ru_maxrss
+    done = subprocess.run(
+        [PYTHON, "-c", LIBRARY_RUN, op, str(src), str(dst), key],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    seconds, peak = done.stdout.split()
+    return float(seconds), int(peak)
 
 
 def openssl_rate() -> float | None:
@@ -125,6 +129,8 @@ def main() -> int:
     age = shutil.which("age")
     if age is None:
         raise SystemExit("Debian's age is not installed (apt-get install age)")
+    if not os.path.exists(GNU_TIME):
+        raise SystemExit("GNU time is needed for peak memory (apt-get install time)")
     size = args.size_mib * MIB
     porchlight_cli = [PYTHON, "-m", "porchlight.cli"]
 
@@ -168,7 +174,8 @@ def main() -> int:
                     op, src, key = plan
                     elapsed, rss = run_library(str(op), Path(str(src)), out, str(key))
                 else:
-                    elapsed, rss = run_child([str(a) for a in plan])  # type: ignore[attr-defined]
+                    argv = [str(a) for a in plan]  # type: ignore[attr-defined]
+                    elapsed, rss = run_child(argv, work / "rss.txt")
                 result.seconds.append(elapsed)
                 result.peak_rss_kib = max(result.peak_rss_kib, rss)
                 print(f"  {result.direction} {result.tool}: {elapsed:.3f} s", file=sys.stderr)

@@ -1,0 +1,164 @@
+"""`porchlight keygen | encrypt | decrypt | rewrap`, run as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from porchlight.age import CHUNK_SIZE, parse_header
+
+# `python -m porchlight.cli` would load porchlight.cli twice (as __main__ too), so its
+# CommandError would not be the one the age commands raise; run main() as the console
+# script does.
+ENTRY = [sys.executable, "-c", "import sys; from porchlight.cli import main; sys.exit(main())"]
+
+
+def porchlight(
+    *args: str | Path, stdin: bytes = b"", cwd: Path | None = None, ok: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    done = subprocess.run(
+        [*ENTRY, *map(str, args)], input=stdin, capture_output=True, cwd=cwd, timeout=120
+    )
+    if ok:
+        assert done.returncode == 0, done.stderr.decode()
+    else:
+        assert done.returncode != 0
+        assert done.stderr.startswith(b"porchlight: error: "), done.stderr
+        assert b"Traceback" not in done.stderr
+    return done
+
+
+@pytest.fixture()
+def keys(tmp_path: Path) -> dict[str, Path | str]:
+    pq = tmp_path / "pq.key"
+    classic = tmp_path / "classic.key"
+    done = porchlight("keygen", "-o", pq)
+    assert done.stderr.startswith(b"Public key: age1pq1")
+    porchlight("keygen", "--x25519", "-o", classic)
+    return {
+        "pq": pq,
+        "classic": classic,
+        "pq_recipient": porchlight("keygen", "-y", pq).stdout.decode().strip(),
+        "classic_recipient": porchlight("keygen", "-y", classic).stdout.decode().strip(),
+    }
+
+
+def test_keygen_defaults_to_post_quantum_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    done = porchlight("keygen")
+    lines = done.stdout.decode().splitlines()
+    assert lines[0].startswith("# created: ")
+    assert lines[-1].startswith("AGE-SECRET-KEY-PQ-1")
+    key = tmp_path / "k"
+    porchlight("keygen", "--x25519", "-o", key)
+    assert (key.stat().st_mode & 0o777) == 0o600
+    assert "AGE-SECRET-KEY-1" in key.read_text()
+    refused = porchlight("keygen", "-o", key, ok=False)
+    assert b"already exists" in refused.stderr
+
+
+def test_stdin_to_stdout_round_trip(keys: dict[str, Path | str]) -> None:
+    data = os.urandom(2 * CHUNK_SIZE + 5)
+    sealed = porchlight("encrypt", "-r", keys["pq_recipient"], stdin=data).stdout
+    assert sealed.startswith(b"age-encryption.org/v1\n-> mlkem768x25519 ")
+    assert porchlight("decrypt", "-i", keys["pq"], stdin=sealed).stdout == data
+
+
+def test_files_recipients_file_and_armor(tmp_path: Path, keys: dict[str, Path | str]) -> None:
+    plain = tmp_path / "clip.mp4"
+    plain.write_bytes(os.urandom(CHUNK_SIZE * 3))
+    recipients = tmp_path / "recipients.txt"
+    recipients.write_text(f"# the homeowner\n{keys['classic_recipient']}\n\n")
+    out = tmp_path / "clip.age"
+    porchlight("encrypt", "-R", recipients, "-a", "-o", out, plain)
+    assert out.read_bytes().startswith(b"-----BEGIN AGE ENCRYPTED FILE-----\n")
+    back = tmp_path / "back.mp4"
+    porchlight("decrypt", "-i", keys["classic"], "-o", back, out)
+    assert back.read_bytes() == plain.read_bytes()
+
+
+def test_passphrase_file_both_ways(tmp_path: Path) -> None:
+    secret = tmp_path / "pass.txt"
+    secret.write_text("a long passphrase\n")
+    sealed = porchlight("encrypt", "-p", "--passphrase-file", secret, stdin=b"hi").stdout
+    assert b"-> scrypt " in sealed
+    assert porchlight("decrypt", "--passphrase-file", secret, stdin=sealed).stdout == b"hi"
+    secret.write_text("another\n")
+    failed = porchlight("decrypt", "--passphrase-file", secret, stdin=sealed, ok=False)
+    assert b"passphrase is wrong" in failed.stderr
+
+
+def test_protected_identity_file(tmp_path: Path) -> None:
+    secret = tmp_path / "pass.txt"
+    secret.write_text("porch\n")
+    key = tmp_path / "home.key"
+    porchlight("keygen", "-o", key, "--passphrase-file", secret)
+    assert key.read_bytes().startswith(b"-----BEGIN AGE ENCRYPTED FILE-----")
+    recipient = porchlight("keygen", "-y", key, "--passphrase-file", secret).stdout.strip()
+    sealed = porchlight("encrypt", "-r", recipient.decode(), stdin=b"clip").stdout
+    assert porchlight("decrypt", "-i", key, "--passphrase-file", secret, stdin=sealed).stdout == (
+        b"clip"
+    )
+    # Without a passphrase and without a terminal, a clear error instead of a hang.
+    failed = subprocess.run(
+        [*ENTRY, "decrypt", "-i", str(key)],
+        input=sealed,
+        capture_output=True,
+        start_new_session=True,
+        timeout=60,
+    )
+    assert failed.returncode != 0
+    assert b"no terminal" in failed.stderr
+
+
+def test_errors_are_one_line_and_leave_no_output(
+    tmp_path: Path, keys: dict[str, Path | str]
+) -> None:
+    plain = tmp_path / "clip.mp4"
+    plain.write_bytes(os.urandom(CHUNK_SIZE * 20))
+    sealed = tmp_path / "clip.age"
+    porchlight("encrypt", "-r", keys["pq_recipient"], "-o", sealed, plain)
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    wrong = porchlight("decrypt", "-i", keys["classic"], "-o", tmp_path / "out", sealed, ok=False)
+    assert b"none of the given identities opens this file" in wrong.stderr
+    assert b"porchlight: hint:" in wrong.stderr
+
+    damaged = bytearray(sealed.read_bytes())
+    damaged[-30] ^= 4
+    sealed.write_bytes(bytes(damaged))
+    bad = porchlight("decrypt", "-i", keys["pq"], "-o", tmp_path / "out", sealed, ok=False)
+    assert b"does not authenticate" in bad.stderr
+    # Through the streaming path (stdin) to a file, too.
+    porchlight("decrypt", "-i", keys["pq"], "-o", tmp_path / "out", stdin=bytes(damaged), ok=False)
+
+    notage = porchlight("decrypt", "-i", keys["pq"], stdin=b"hello world\n", ok=False)
+    assert b"not an age file" in notage.stderr
+    badkey = porchlight("encrypt", "-r", "age1notakey", stdin=b"x", ok=False)
+    assert b"invalid recipient" in badkey.stderr
+    missing = porchlight("decrypt", "-i", tmp_path / "nokey", sealed, ok=False)
+    assert b"cannot read identity file" in missing.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_rewrap_command(tmp_path: Path, keys: dict[str, Path | str]) -> None:
+    plain = tmp_path / "clip.mp4"
+    plain.write_bytes(os.urandom(CHUNK_SIZE + 1))
+    sealed = tmp_path / "clip.age"
+    porchlight("encrypt", "-r", keys["pq_recipient"], "-o", sealed, plain)
+    agency = tmp_path / "agency.key"
+    porchlight("keygen", "-o", agency)
+    agency_recipient = porchlight("keygen", "-y", agency).stdout.decode().strip()
+    shared = tmp_path / "shared.age"
+    porchlight("rewrap", "-i", keys["pq"], "-r", agency_recipient, "-o", shared, sealed)
+    original, rewrapped = sealed.read_bytes(), shared.read_bytes()
+    with sealed.open("rb") as a, shared.open("rb") as b:
+        assert (
+            original[parse_header(a).payload_offset :]
+            == rewrapped[parse_header(b).payload_offset :]
+        )
+    assert porchlight("decrypt", "-i", agency, shared).stdout == plain.read_bytes()
+    porchlight("decrypt", "-i", keys["pq"], shared, ok=False)
