@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from argon2 import PasswordHasher
-from fastapi import Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -55,8 +55,19 @@ class TransactionRoute(APIRoute):
         return run_in_transaction
 
 
+def make_router(**options: Any) -> APIRouter:
+    """An APIRouter whose routes run in one transaction each (use this for every router)."""
+    return APIRouter(route_class=TransactionRoute, **options)
+
+
 def _session(request: Request) -> Session:
-    return request.state.db_session  # type: ignore[no-any-return]
+    session = getattr(request.state, "db_session", None)
+    if session is None:
+        raise RuntimeError(
+            "no database session: build the router with app.deps.make_router() "
+            "(route_class=TransactionRoute)"
+        )
+    return session  # type: ignore[no-any-return]
 
 
 def _settings(request: Request) -> Settings:
@@ -129,6 +140,9 @@ async def _principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(_principal)]
+# For pages that show something different to visitors and signed-in people (no CSRF check:
+# use it on GET only).
+MaybePrincipalDep = Annotated[Principal | None, Depends(_authenticate)]
 
 
 def require(permission: str) -> Callable[[Principal], User]:

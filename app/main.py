@@ -17,6 +17,7 @@ from app.agencies import routes as agencies_routes
 from app.audit import routes as audit_routes
 from app.body_limit import BodyLimitMiddleware
 from app.db import make_engine, make_sessionmaker, utcnow
+from app.deps import TransactionRoute
 from app.devices import routes as devices_routes
 from app.errors import AppError
 from app.settings import Settings
@@ -67,6 +68,8 @@ def create_app(
         version="0.1.0",
         description="Community server: warrant-and-consent footage requests and a verifiable log.",
     )
+    # Routes added straight on the app also get one transaction per request.
+    app.router.route_class = TransactionRoute
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)

@@ -137,6 +137,20 @@ class PorchlightClient:
     def post(self, path: str, body: Mapping[str, Any]) -> Any:
         return self._check(self.http.post(path, json=dict(body)))
 
+    def create_token(self, username: str, password: str, name: str) -> str:
+        """Sign in with a password and create an API token (shown once) for later calls."""
+        login = self.post("/api/session", {"username": username, "password": password})
+        response = self.http.post(
+            "/api/tokens", json={"name": name}, headers={"X-CSRF-Token": login["csrf_token"]}
+        )
+        created = self._check(response)
+        self._check(self.http.delete("/api/session", headers={"X-CSRF-Token": login["csrf_token"]}))
+        self.http.cookies.clear()
+        return str(created["token"])
+
+    def use_token(self, token: str) -> None:
+        self.http.headers["Authorization"] = f"Bearer {token}"
+
     def enroll_device(self, code: str, private_key: Ed25519PrivateKey, name: str) -> Enrolment:
         """Register this device's Ed25519 public key with a one-time enrolment code."""
         body = self.post(

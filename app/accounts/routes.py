@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import Depends, Request, Response, status
 
 from app.accounts import schemas
 from app.accounts import service as accounts
@@ -16,13 +16,13 @@ from app.deps import (
     PrincipalDep,
     SessionDep,
     SettingsDep,
-    TransactionRoute,
     client_address,
+    make_router,
     require,
 )
 from app.permissions import Role
 
-router = APIRouter(prefix="/api", tags=["accounts"], route_class=TransactionRoute)
+router = make_router(prefix="/api", tags=["accounts"])
 
 
 def user_out(user: User) -> schemas.UserOut:

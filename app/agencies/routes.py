@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from app.accounts.models import User
 from app.agencies import schemas
 from app.agencies import service as agencies
 from app.agencies.models import Agency
 from app.agencies.recipients import is_post_quantum
-from app.deps import NowDep, SessionDep, TransactionRoute, require
+from app.deps import NowDep, SessionDep, make_router, require
 
-router = APIRouter(prefix="/api/agencies", tags=["agencies"], route_class=TransactionRoute)
+router = make_router(prefix="/api/agencies", tags=["agencies"])
 
 
 def agency_out(agency: Agency) -> schemas.AgencyOut:

@@ -6,14 +6,14 @@ import base64
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from pydantic import BaseModel
 
 from app.accounts.models import User
 from app.audit import service as audit
-from app.deps import SessionDep, TransactionRoute, require
+from app.deps import SessionDep, make_router, require
 
-router = APIRouter(prefix="/api/log", tags=["log"], route_class=TransactionRoute)
+router = make_router(prefix="/api/log", tags=["log"])
 
 
 class LogEntryOut(BaseModel):

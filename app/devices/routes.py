@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.accounts.models import User
-from app.deps import NowDep, SessionDep, SettingsDep, TransactionRoute, require
+from app.deps import NowDep, SessionDep, SettingsDep, make_router, require
 from app.devices import schemas
 from app.devices import service as devices
 from app.devices.location import to_degrees
 from app.devices.models import Device
 
-router = APIRouter(prefix="/api", tags=["devices"], route_class=TransactionRoute)
+router = make_router(prefix="/api", tags=["devices"])
 
 
 async def signed_device(

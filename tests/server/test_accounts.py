@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.deps import SESSION_COOKIE
 from app.permissions import Role
 from app.settings import Settings
+from porchlight.client import ApiError, PorchlightClient
 from tests.server.factories import Clock, Community
+from tests.server.live import live_server
 
 STRONG = "violet-lantern-harbour-7"
 
@@ -314,3 +318,30 @@ def test_unknown_paths_and_methods_answer_in_the_same_shape(client: TestClient) 
     assert missing.json()["message"] == "Not Found"
     wrong = client.put("/api/session")
     assert wrong.status_code == 405
+
+
+def test_sessions_expire(
+    community: Community, client: TestClient, clock: Clock, settings: Settings
+) -> None:
+    person = community.person(Role.resident)
+    community.login(person)
+    assert client.get("/api/me").status_code == 200
+    clock.advance(hours=settings.session_hours, seconds=1)
+    assert client.get("/api/me").status_code == 401
+
+
+def test_shared_client_creates_a_token_over_http(
+    community: Community, database_url: str, tmp_path: Path, backend: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("the client is the same on either database")
+    person = community.person(Role.auditor)
+    with live_server(database_url, tmp_path / "server") as url:
+        with PorchlightClient(url) as anonymous:
+            token = anonymous.create_token(person.username, person.password, "laptop")
+            with pytest.raises(ApiError) as refused:
+                anonymous.create_token(person.username, "wrong-password!", "x")
+            assert refused.value.status_code == 401
+            assert refused.value.message == "wrong user name or password"
+        with PorchlightClient(url, token=token) as signed_in:
+            assert signed_in.get("/api/me")["username"] == person.username

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from app.audit import service as audit
@@ -144,3 +146,23 @@ def test_every_state_change_is_logged_without_secrets(
     everything = b"\n".join(row.entry for row in rows)
     for secret in (password, invite["code"], token["token"], device.credential, "10.12", "20.67"):
         assert secret.encode() not in everything
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(details=st.dictionaries(st.text(max_size=10), json_values, max_size=5))
+def test_encoding_is_a_fixed_point(details: dict[str, object]) -> None:
+    moment = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    data = encode_entry(moment, "system", "test:prop", "test:1", details)  # type: ignore[arg-type]
+    decoded = json.loads(data)
+    assert decoded["details"] == details
+    again = encode_entry(moment, "system", "test:prop", "test:1", decoded["details"])
+    assert again == data
+    assert b"\n" not in data
