@@ -100,7 +100,8 @@ def opencv_subtractor(subtractor: cv2.BackgroundSubtractor) -> Detector:
 
 
 def porchlight() -> Detector:
-    return MotionDetector(MotionParams()).apply
+    # The agent's defaults (device/config.py) at the clip's nominal 60 fps, ghost check included.
+    return MotionDetector(MotionParams.for_fps(60.0)).apply
 
 
 def main() -> int:

@@ -127,10 +127,12 @@ class Agent:
         began = time.perf_counter()
         last_retention = float("-inf")
         last_progress = began
+        streak = 0  # consecutive frames with enough motion
 
         def on_clip(record: ClipRecord) -> None:
             summary.clips += 1
-            self._retention(datetime.now(UTC))
+            # Retention runs on the recording's clock, so a replayed file is judged consistently.
+            self._retention(record.end)
 
         try:
             for frame in self.source.frames():
@@ -169,11 +171,12 @@ class Agent:
                 foreground = detector.apply(small)
                 score = motion_fraction(foreground, zone, zone_pixels)
                 packets = encoder.encode(image, frame.time)
-                recorder.push(packets, frame.time, score >= cfg.motion.min_area, score)
+                streak = streak + 1 if score >= cfg.motion.min_area else 0
+                recorder.push(packets, frame.time, streak >= cfg.motion.min_frames, score)
                 summary.frames += 1
                 if frame.time - last_retention >= 60:
                     last_retention = frame.time
-                    self._retention(datetime.now(UTC))
+                    self._retention(self.wall_start + timedelta(seconds=frame.time))
                 now = time.perf_counter()
                 if self.progress is not None and now - last_progress >= 2:
                     last_progress = now

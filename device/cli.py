@@ -20,7 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from porchlight.age import AgeError, generate_identity, read_identity_file, write_identity_file
+from porchlight.age import (
+    AgeError,
+    PassphraseRequiredError,
+    generate_identity,
+    read_identity_file,
+    write_identity_file,
+)
 from porchlight.cli import CommandError
 
 from device.clipstore import ClipStore, ClipStoreError
@@ -206,17 +212,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         store.get(args.clip)
         store.verify(args.clip)
         try:
-            data = identity_path.read_bytes()
+            try:
+                identities = read_identity_file(identity_path, None)
+            except PassphraseRequiredError:
+                identities = read_identity_file(identity_path, _read_passphrase(args.passphrase_file))
         except OSError as error:
             raise CommandError(f"cannot read identity: {error}") from None
-        passphrase = (
-            _read_passphrase(args.passphrase_file) if data.startswith(b"age-encryption.org/") else None
-        )
-        try:
-            identities = read_identity_file(identity_path, passphrase)
         except AgeError as error:
-            raise CommandError(f"cannot open the homeowner identity: {error}",
-                               hint="check the passphrase") from None
+            raise CommandError(
+                f"cannot open the homeowner identity: {error}", hint="check the passphrase"
+            ) from None
         partial = output.with_name(output.name + ".partial")
         try:
             with partial.open("wb") as out:

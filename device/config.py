@@ -47,6 +47,7 @@ class CameraConfig(_Strict):
 class MotionConfig(_Strict):
     threshold: int = Field(20, ge=1, le=255)  # grey levels; lower = more sensitive
     min_area: float = Field(0.005, gt=0, le=1)  # fraction of the zone that must change
+    min_frames: int = Field(2, ge=1, le=100)  # consecutive frames over min_area to count
     learn_seconds: float = Field(2.0, gt=0)
     absorb_seconds: float = Field(60.0, ge=0)
     analysis_width: int = Field(320, ge=64, le=1920)
@@ -149,6 +150,7 @@ fps = 15
 [motion]
 threshold = 20          # grey levels a pixel must change by; lower is more sensitive
 min_area = 0.005        # fraction of the motion zones that must change to count as motion
+min_frames = 2          # ...in this many consecutive frames (one-frame flickers are noise)
 learn_seconds = 2.0     # how fast the background follows slow light changes
 absorb_seconds = 60.0   # how long something that stopped moving stays "present"
 analysis_width = 320    # motion runs on a downscaled copy this wide

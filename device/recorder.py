@@ -69,13 +69,15 @@ class Recorder:
             self._keyframes.append(packet_seconds(packet))
         self._buffer.append(packet)
         self.buffered_bytes += packet.size
-        now = packet_seconds(packet)
+        self._trim(packet_seconds(packet))
+        self.peak_buffered_bytes = max(self.peak_buffered_bytes, self.buffered_bytes)
+
+    def _trim(self, now: float) -> None:
         # Drop the oldest GOP while the remaining ones still reach back pre_roll seconds.
         while len(self._keyframes) > 1 and self._keyframes[1] <= now - self.pre_roll:
             self._keyframes.popleft()
             while self._buffer and packet_seconds(self._buffer[0]) < self._keyframes[0]:
                 self.buffered_bytes -= self._buffer.popleft().size
-        self.peak_buffered_bytes = max(self.peak_buffered_bytes, self.buffered_bytes)
 
     def _start_clip(self, first: av.Packet) -> None:
         self._clip = _ClipInProgress(self.store, self.encoder, self._wall(packet_seconds(first)))
@@ -106,6 +108,10 @@ class Recorder:
         """Feed the packets one frame produced and whether that frame showed motion."""
         if motion:
             self._last_motion = frame_time
+            if self._clip is None:
+                # The encoder's packets lag the frames (x264 lookahead): measure the pre-roll
+                # back from the frame that showed motion, not from the newest packet.
+                self._trim(frame_time)
             if self._clip is None and self._buffer:
                 self._start_clip(self._buffer[0])
                 while self._buffer:
