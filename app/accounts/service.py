@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app import tokens
@@ -217,6 +217,8 @@ def login(
     """Check a password, throttled per account and per address; start a web session."""
     username = username.lower()
     since = now - timedelta(minutes=settings.login_window_minutes)
+    # Attempts older than the window no longer count; the log keeps the history.
+    session.execute(delete(LoginAttempt).where(LoginAttempt.attempted_at <= since))
     user = session.scalar(select(User).where(User.username == username))
     subject = f"user:{user.id}" if user else "user:unknown"
     throttled = (
