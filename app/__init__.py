@@ -16,7 +16,7 @@ Adding a route:
 3. Every state change calls `app.audit.service.append(session, actor, action, subject,
    details)`; document the action in docs/log-format.md.
 4. Include the router in `app/main.py`, new models in `app/models.py`, then
-   `alembic revision --autogenerate` via `app.migrate.alembic_config(url)`.
+   `app.migrate.new_revision("what changed", "0002")` writes the migration to review.
 5. Add the route's rule to `tests/server/route_rules.py` (the role-by-route test fails until
    you do).
 """

@@ -39,3 +39,17 @@ def is_current(database_url: str) -> bool:
     finally:
         engine.dispose()
     return set(current) == set(script.get_heads())
+
+
+def new_revision(message: str, rev_id: str) -> None:
+    """Autogenerate the next migration from the models (against a scratch SQLite at head).
+
+    `python -c 'from app.migrate import new_revision; new_revision("add requests", "0002")'`,
+    then read and tidy the file it writes in migrations/versions.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        url = f"sqlite:///{scratch}/scratch.sqlite3"
+        upgrade(url)
+        command.revision(alembic_config(url), message=message, autogenerate=True, rev_id=rev_id)
