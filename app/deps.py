@@ -16,12 +16,13 @@ from typing import Annotated, Any
 from argon2 import PasswordHasher
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.accounts import service as accounts
 from app.accounts.models import User, WebSession
-from app.errors import AppError, NotAuthenticated, NotPermitted
+from app.errors import AppError, Conflict, NotAuthenticated, NotPermitted
 from app.permissions import PERMISSIONS, has_permission
 from app.settings import Settings
 
@@ -40,14 +41,17 @@ class TransactionRoute(APIRoute):
             request.state.db_session = session
             try:
                 response = await handler(request)
+                await run_in_threadpool(session.commit)
             except AppError as error:
                 await run_in_threadpool(session.commit if error.commit else session.rollback)
                 raise
+            except IntegrityError:
+                # A unique key lost a race with a concurrent request: a conflict, not a crash.
+                await run_in_threadpool(session.rollback)
+                raise Conflict("a concurrent change conflicted with this one; try again") from None
             except BaseException:
                 await run_in_threadpool(session.rollback)
                 raise
-            else:
-                await run_in_threadpool(session.commit)
             finally:
                 await run_in_threadpool(session.close)
             return response

@@ -130,7 +130,10 @@ def accept_invite(
     now: datetime,
 ) -> User:
     """Create the invited person's account and use up the invite."""
-    invite = session.scalar(select(Invite).where(Invite.code_hash == tokens.digest(code)))
+    # FOR UPDATE: two concurrent accepts of one code on PostgreSQL must not both succeed.
+    invite = session.scalar(
+        select(Invite).where(Invite.code_hash == tokens.digest(code)).with_for_update()
+    )
     if invite is None:
         raise NotFound("invite code not recognised")
     if invite.used_at is not None:

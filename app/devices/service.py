@@ -71,7 +71,9 @@ def enrol(
     """Use an enrolment code: register the device key, return the device and its credential."""
     public_key = _public_key(public_key_b64)
     row = session.scalar(
-        select(EnrolmentCode).where(EnrolmentCode.code_hash == tokens.digest(code))
+        select(EnrolmentCode)
+        .where(EnrolmentCode.code_hash == tokens.digest(code))
+        .with_for_update()  # single use even under concurrent enrolments
     )
     if row is None:
         raise NotFound("enrolment code not recognised")

@@ -345,3 +345,36 @@ def test_shared_client_creates_a_token_over_http(
             assert refused.value.message == "wrong user name or password"
         with PorchlightClient(url, token=token) as signed_in:
             assert signed_in.get("/api/me")["username"] == person.username
+
+
+def test_one_invite_races_to_one_account(
+    community: Community, database_url: str, tmp_path: Path
+) -> None:
+    """Concurrent accepts of one code in two server processes: exactly one account."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    code = _invite(community)
+    before = community.counts()
+    with (
+        live_server(database_url, tmp_path / "a") as first,
+        live_server(database_url, tmp_path / "b") as second,
+    ):
+
+        def accept(i: int) -> int:
+            server = (first, second)[i % 2]
+            response = httpx.post(
+                f"{server}/api/invites/accept",
+                timeout=60,
+                json={"code": code, "username": f"racer{i}", "password": STRONG},
+            )
+            assert response.status_code in (201, 409), response.text
+            return response.status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(accept, range(8)))
+    assert statuses.count(201) == 1
+    after = community.counts()
+    assert after["users"] == before["users"] + 1
+    assert after["log_entries"] == before["log_entries"] + 2
