@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import datetime
 import io
+import mmap
 import os
 import queue
+import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, TypeAlias, cast
@@ -150,6 +152,59 @@ def _write_all(dst: BinaryIO, data: bytes | bytearray | memoryview) -> None:
 Transform: TypeAlias = Callable[[memoryview, bool, bytearray], int]
 
 
+@contextmanager
+def _mapped(src: BinaryIO, offset: int) -> Iterator[mmap.mmap | None]:
+    """Map a regular, non-empty source file read-only, or yield None to read it instead.
+
+    Sealing straight from the page cache saves one copy of every byte. The source must
+    not shrink meanwhile (a truncated mapping raises SIGBUS); clips and downloaded files
+    are complete before they are sealed or opened.
+    """
+    try:
+        info = os.fstat(src.fileno())
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        yield None
+        return
+    if not stat.S_ISREG(info.st_mode) or info.st_size <= offset:
+        yield None
+        return
+    mapping = mmap.mmap(src.fileno(), info.st_size, access=mmap.ACCESS_READ)
+    try:
+        mapping.madvise(mmap.MADV_SEQUENTIAL)
+        yield mapping
+    finally:
+        # After an error, views into the mapping may live on in the traceback; the
+        # mapping is then closed when they are collected.
+        with suppress(BufferError):
+            mapping.close()
+
+
+def _mapped_blocks(
+    mapping: mmap.mmap, offset: int, block_size: int
+) -> Generator[tuple[memoryview, bool], None, None]:
+    """Blocks of a mapping from offset; pages already used are dropped from our RSS."""
+    view = memoryview(mapping)
+    try:
+        end = len(mapping)
+        position = offset
+        released = 0
+        while True:
+            block = view[position : position + block_size]
+            final = position + block_size >= end
+            yield block, final
+            block.release()
+            position += block_size
+            # Unmapping used pages keeps RSS flat; the page cache keeps them anyway.
+            drop = position // mmap.PAGESIZE * mmap.PAGESIZE
+            if drop - released >= 8 * block_size or final:
+                mapping.madvise(mmap.MADV_DONTNEED, released, min(drop, end) - released)
+                released = drop
+            if final:
+                return
+    finally:
+        view.release()
+
+
 def _pipeline(
     src: BinaryIO,
     dst: BinaryIO,
@@ -157,13 +212,20 @@ def _pipeline(
     out_size: int,
     transform: Transform,
     progress: Progress | None,
+    offset: int = 0,
 ) -> None:
     """Read blocks, transform them in order on this thread, write them: three stages.
 
-    Buffers circulate through two fixed pools instead of being allocated per block: a
-    fresh 1 MiB buffer costs 256 page faults, which measured as more system time than the
+    A regular source file is mapped instead of read, so the reading stage vanishes.
+    Buffers circulate through fixed pools instead of being allocated per block: a fresh
+    1 MiB buffer costs 256 page faults, which measured as more system time than the
     whole copy.
     """
+    with _mapped(src, offset) as mapping:
+        if mapping is not None:
+            _pipeline_mapped(mapping, offset, dst, block_size, out_size, transform, progress)
+            return
+    src.seek(offset)
     cancelled = threading.Event()
     to_transform = _Pipe(cancelled)
     to_write = _Pipe(cancelled)
@@ -238,6 +300,65 @@ def _pipeline(
         if writer.is_alive():
             cancelled.set()
         reader.join()
+        writer.join()
+    if errors:
+        raise errors[0]
+
+
+def _pipeline_mapped(
+    mapping: mmap.mmap,
+    offset: int,
+    dst: BinaryIO,
+    block_size: int,
+    out_size: int,
+    transform: Transform,
+    progress: Progress | None,
+) -> None:
+    cancelled = threading.Event()
+    to_write = _Pipe(cancelled)
+    free_out = _Pipe(cancelled, _POOL)
+    for _ in range(_POOL):
+        free_out.put(bytearray(out_size))
+    errors: list[BaseException] = []
+
+    def write_blocks() -> None:
+        try:
+            while True:
+                item = to_write.get()
+                if item is None:
+                    return
+                buffer, size = cast(tuple[bytearray, int], item)
+                _write_all(dst, memoryview(buffer)[:size])
+                free_out.put(buffer)
+        except _Cancelled:
+            pass
+        except BaseException as error:
+            errors.append(error)
+            cancelled.set()
+
+    writer = threading.Thread(target=write_blocks, name="age-write", daemon=True)
+    writer.start()
+    done = 0
+    blocks = _mapped_blocks(mapping, offset, block_size)
+    try:
+        for block, final in blocks:
+            out = cast(bytearray, free_out.get())
+            written = transform(block, final, out)
+            to_write.put((out, written))
+            done += len(block)
+            if progress is not None:
+                progress(done)
+        to_write.put(None)
+        writer.join()
+    except _Cancelled:
+        pass
+    except BaseException:
+        cancelled.set()
+        raise
+    finally:
+        blocks.close()
+        if writer.is_alive():
+            cancelled.set()
         writer.join()
     if errors:
         raise errors[0]
@@ -360,7 +481,6 @@ def decrypt_file(
                     _write_all(dst, block)
             return
         with open(src_path, "rb", buffering=0) as src:
-            src.seek(payload_start)
             _pipeline(
                 src,
                 dst,
@@ -368,6 +488,7 @@ def decrypt_file(
                 BLOCK_CHUNKS * ENCRYPTED_CHUNK_SIZE,
                 _opener(payload_key(file_key, nonce)),
                 progress,
+                offset=payload_start,
             )
 
 
