@@ -75,6 +75,7 @@ class AgeWriter(io.RawIOBase):
         self._index = 0
         self._finish = finish
         self._aborted = False
+        self._written = 0
 
     def writable(self) -> bool:
         return True
@@ -88,6 +89,7 @@ class AgeWriter(io.RawIOBase):
             raise ValueError("write to a closed age encryptor")
         view = memoryview(b).cast("B")
         size = len(view)
+        self._written += size
         if self._buffer and len(self._buffer) + size > CHUNK_SIZE:
             take = CHUNK_SIZE - len(self._buffer)
             self._buffer += view[:take]
@@ -100,6 +102,17 @@ class AgeWriter(io.RawIOBase):
             view = view[CHUNK_SIZE:]
         self._buffer += view
         return size
+
+    def tell(self) -> int:
+        """Plaintext bytes written so far (muxers ask; the stream itself cannot seek)."""
+        return self._written
+
+    def __del__(self) -> None:
+        # io's finaliser would close() and so seal a final chunk for a stream its owner
+        # abandoned mid-way; an encryptor that was never closed must stay unfinished.
+        if not self.closed:
+            self._aborted = True
+        super().__del__()
 
     def abort(self) -> None:
         """Close without sealing the final chunk (the output will not authenticate)."""

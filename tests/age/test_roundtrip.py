@@ -295,3 +295,13 @@ def test_key_strings_reject_mistakes(x25519_identity: X25519Identity) -> None:
         parse_identities("# mine\nAGE-SECRET-KEY-1NOTAKEY\n")
     assert "line 2" in str(caught.value)
     assert "NOTAKEY" not in str(caught.value)
+
+
+def test_an_abandoned_encryptor_is_never_sealed(x25519_identity: X25519Identity) -> None:
+    out = io.BytesIO()
+    writer = encryptor(out, [x25519_identity.recipient()])
+    writer.write(b"first frames")
+    assert writer.tell() == 12
+    del writer  # dropped without close(), as after a crash outside a with block
+    with pytest.raises(AuthenticationError):
+        decryptor(io.BytesIO(out.getvalue()), [x25519_identity]).read()
