@@ -111,9 +111,15 @@ class Agent:
         )
         cfg = self.config
         fps = getattr(self.source, "fps", cfg.camera.fps)
+        analysis_fps = min(fps, cfg.motion.analysis_fps)
+        # Analyse a frame once this much media time has passed (half a frame of slack).
+        analysis_step = 1.0 / analysis_fps - 0.5 / fps
+        last_analysis = float("-inf")
+        detected = False
+        score = 0.0
         detector = MotionDetector(
             MotionParams.for_fps(
-                fps,
+                analysis_fps,
                 floor=cfg.motion.threshold,
                 learn_seconds=cfg.motion.learn_seconds,
                 absorb_seconds=cfg.motion.absorb_seconds,
@@ -167,12 +173,15 @@ class Agent:
                 assert recorder is not None
                 if image.shape[0] % 2 or image.shape[1] % 2:
                     image = image[: encoder.height, : encoder.width]
-                small = cv2.resize(image, analysis_size, interpolation=cv2.INTER_AREA)
-                foreground = detector.apply(small)
-                score = motion_fraction(foreground, zone, zone_pixels)
+                if frame.time - last_analysis >= analysis_step:
+                    last_analysis = frame.time
+                    small = cv2.resize(image, analysis_size, interpolation=cv2.INTER_AREA)
+                    foreground = detector.apply(small)
+                    score = motion_fraction(foreground, zone, zone_pixels)
+                    streak = streak + 1 if score >= cfg.motion.min_area else 0
+                    detected = streak >= cfg.motion.min_frames
                 packets = encoder.encode(image, frame.time)
-                streak = streak + 1 if score >= cfg.motion.min_area else 0
-                recorder.push(packets, frame.time, streak >= cfg.motion.min_frames, score)
+                recorder.push(packets, frame.time, detected, score)
                 summary.frames += 1
                 if frame.time - last_retention >= 60:
                     last_retention = frame.time

@@ -51,6 +51,7 @@ class MotionConfig(_Strict):
     learn_seconds: float = Field(2.0, gt=0)
     absorb_seconds: float = Field(60.0, ge=0)
     analysis_width: int = Field(320, ge=64, le=1920)
+    analysis_fps: float = Field(10.0, gt=0, le=120)
     zones: list[Polygon] = []
 
     _zones = field_validator("zones")(_check_polygons)
@@ -153,7 +154,8 @@ min_area = 0.005        # fraction of the motion zones that must change to count
 min_frames = 2          # ...in this many consecutive frames (one-frame flickers are noise)
 learn_seconds = 2.0     # how fast the background follows slow light changes
 absorb_seconds = 60.0   # how long something that stopped moving stays "present"
-analysis_width = 320    # motion runs on a downscaled copy this wide
+analysis_width = 320    # motion runs on a downscaled copy this wide...
+analysis_fps = 10.0     # ...this many times a second (every frame is still recorded)
 # Only motion inside these polygons starts a recording; empty = the whole frame.
 zones = []
 
