@@ -22,9 +22,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@contextmanager
-def live_server(database_url: str, data_dir: Path, **settings: str) -> Iterator[str]:
-    """Run `uvicorn app.main:create_app` against an already migrated database; yield its URL."""
+def _start(
+    database_url: str, data_dir: Path, settings: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
@@ -55,20 +55,34 @@ def live_server(database_url: str, data_dir: Path, **settings: str) -> Iterator[
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise RuntimeError(f"server exited early:\n{output}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("server did not answer /healthz within 30 s")
+        time.sleep(0.1)
+
+
+@contextmanager
+def live_server(database_url: str, data_dir: Path, **settings: str) -> Iterator[str]:
+    """Run `uvicorn app.main:create_app` against an already migrated database; yield its URL."""
+    for attempt in range(3):
+        try:
+            process, url = _start(database_url, data_dir, settings)
+            break
+        except RuntimeError as error:
+            # Another process may have taken the free port between probe and bind.
+            if attempt == 2 or "address already in use" not in str(error).lower():
+                raise
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                output = process.stdout.read().decode() if process.stdout else ""
-                raise RuntimeError(f"server exited early:\n{output}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not answer /healthz within 30 s")
-            time.sleep(0.1)
         yield url
     finally:
         process.terminate()

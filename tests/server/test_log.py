@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -157,6 +158,8 @@ json_values = st.recursive(
 )
 
 
+# No deadline: other suites share the CPU, and slowness here is not what is tested.
+@hypothesis_settings(deadline=None)
 @given(details=st.dictionaries(st.text(max_size=10), json_values, max_size=5))
 def test_encoding_is_a_fixed_point(details: dict[str, object]) -> None:
     moment = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
