@@ -49,10 +49,18 @@ class ApiError(Exception):
 
 
 def device_signing_message(
-    method: str, path: str, timestamp: str, nonce: str, body: bytes
+    method: str,
+    path: str,
+    timestamp: str,
+    nonce: str,
+    body: bytes = b"",
+    *,
+    body_sha256: str | None = None,
 ) -> bytes:
+    """The bytes a device signs. Give `body_sha256` (hex) instead of `body` for a streamed body."""
+    digest = body_sha256 if body_sha256 is not None else hashlib.sha256(body).hexdigest()
     return "\n".join(
-        [SIGNING_CONTEXT, method.upper(), path, timestamp, nonce, hashlib.sha256(body).hexdigest()]
+        [SIGNING_CONTEXT, method.upper(), path, timestamp, nonce, digest.lower()]
     ).encode("utf-8")
 
 
@@ -66,11 +74,14 @@ def sign_device_call(
     *,
     timestamp: int | None = None,
     nonce: str | None = None,
+    body_sha256: str | None = None,
 ) -> dict[str, str]:
-    """The headers that authenticate one device call."""
+    """The headers that authenticate one device call (`body_sha256` for a streamed file)."""
     stamp = str(int(time.time()) if timestamp is None else timestamp)
     nonce = nonce or secrets.token_hex(16)
-    signature = private_key.sign(device_signing_message(method, path, stamp, nonce, body))
+    signature = private_key.sign(
+        device_signing_message(method, path, stamp, nonce, body, body_sha256=body_sha256)
+    )
     return {
         "Authorization": f"Device {credential}",
         DEVICE_HEADER: str(device_id),

@@ -174,15 +174,26 @@ def authenticate_call(
     path: str,
     body: bytes,
     now: datetime,
+    *,
+    body_sha256: str | None = None,
 ) -> Device:
     """Check a signed device call (see porchlight.client) and burn its nonce.
+
+    A route that streams a large body to disk passes `body=b""` and the hex `body_sha256` it
+    computed while streaming, instead of holding the body in memory.
 
     Every failure but a replay or a stale clock gets the same message, so a caller learns
     nothing about which part was wrong.
     """
-    scheme, _, credential = headers.get("authorization", "").partition(" ")
-    device_id, stamp = headers.get(DEVICE_HEADER, ""), headers.get(TIMESTAMP_HEADER, "")
-    nonce, signature_b64 = headers.get(NONCE_HEADER, ""), headers.get(SIGNATURE_HEADER, "")
+    # Header names are case-insensitive in HTTP; compare them in lower case.
+    lowered = {name.lower(): value for name, value in headers.items()}
+
+    def header(name: str) -> str:
+        return lowered.get(name.lower(), "")
+
+    scheme, _, credential = header("authorization").partition(" ")
+    device_id, stamp = header(DEVICE_HEADER), header(TIMESTAMP_HEADER)
+    nonce, signature_b64 = header(NONCE_HEADER), header(SIGNATURE_HEADER)
     if (
         scheme != "Device"
         or not device_id.isdigit()
@@ -200,7 +211,8 @@ def authenticate_call(
     try:
         signature = base64.b64decode(signature_b64, validate=True)
         Ed25519PublicKey.from_public_bytes(device.public_key).verify(
-            signature, device_signing_message(method, path, stamp, nonce, body)
+            signature,
+            device_signing_message(method, path, stamp, nonce, body, body_sha256=body_sha256),
         )
     except (InvalidSignature, binascii.Error, ValueError):
         raise NotAuthenticated(_REFUSED) from None

@@ -18,7 +18,7 @@ from app.permissions import Role
 from app.settings import Settings
 from device import sync_cli
 from porchlight.cli import CommandError
-from porchlight.client import PorchlightClient, raw_public_key
+from porchlight.client import PorchlightClient, raw_public_key, sign_device_call
 from tests.server.factories import Clock, Community
 from tests.server.live import live_server
 
@@ -179,3 +179,37 @@ def test_enroll_command_against_a_live_server(
         )
         with pytest.raises(CommandError, match="already been used"):
             reused.handler(reused)
+
+
+def test_streamed_body_digest_signs_the_same_as_the_body(community: Community) -> None:
+    import hashlib
+
+    from app.devices import service as devices
+
+    device = community.enrol_device(community.person(Role.resident))
+    body = b"\x00age-ciphertext" * 1000
+    headers = community.device_headers(device, "PUT", "/api/device/x", body)
+    digest_headers = sign_device_call(
+        device.private_key,
+        device.id,
+        device.credential,
+        "PUT",
+        "/api/device/x",
+        body_sha256=hashlib.sha256(body).hexdigest(),
+        timestamp=int(headers["X-Porchlight-Timestamp"]),
+        nonce=headers["X-Porchlight-Nonce"],
+    )
+    assert digest_headers == headers
+    with community.session() as session:
+        settings = community.app.state.settings
+        found = devices.authenticate_call(
+            session,
+            settings,
+            headers,
+            "PUT",
+            "/api/device/x",
+            b"",
+            community.now(),
+            body_sha256=hashlib.sha256(body).hexdigest(),
+        )
+        assert found.id == device.id
