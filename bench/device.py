@@ -9,7 +9,7 @@ Then, each in its own process pinned to one core (OpenCV one thread, x264 one th
   clip store) fed the same in-memory frames;
 * pipeline with decoding: the `Agent` reading the H.264 file through `FileSource --fast`.
 
-Peak RSS is the child's ru_maxrss; the in-memory modes hold their frame pool, so their RSS
+Peak RSS is the child's VmHWM; the in-memory modes hold their frame pool, so their RSS
 is not the agent's. Run: .venv/bin/python bench/device.py [--frames 300]
 """
 
@@ -52,13 +52,11 @@ def make_input(src: Path, dst: Path, size: tuple[int, int], frames: int) -> None
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "veryfast", "crf": "23"}
-        n = 0
-        for frame in inp.decode(video=0):
-            image = cv2.resize(frame.to_ndarray(format="bgr24"), size)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
-            n += 1
+        for n, frame in enumerate(inp.decode(video=0)):
             if n >= frames:
                 break
+            image = cv2.resize(frame.to_ndarray(format="bgr24"), size)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
         out.mux(stream.encode(None))
     del H264Encoder
 
@@ -66,7 +64,9 @@ def make_input(src: Path, dst: Path, size: tuple[int, int], frames: int) -> None
 def pool(path: Path) -> list:
     from device.sources import FileSource
 
-    return [f.image for _, f in zip(range(POOL), FileSource(path, fast=True).frames(), strict=False)]
+    return [
+        f.image for _, f in zip(range(POOL), FileSource(path, fast=True).frames(), strict=False)
+    ]
 
 
 class MemorySource:
@@ -113,19 +113,31 @@ def child(mode: str, path: Path, frames: int) -> dict[str, float]:
             text = config_template("0", [str(generate_identity("pq").recipient())], None)
             config = parse_config(text.replace("encoder_threads = 0", "encoder_threads = 1"))
             source = (
-                FileSource(path, fast=True) if mode == "pipeline+decode" else MemorySource(images, frames)
+                FileSource(path, fast=True)
+                if mode == "pipeline+decode"
+                else MemorySource(images, frames)
             )
             agent = Agent(config, data_dir, source, wall_start=datetime.now(UTC))
             start = time.perf_counter()
             summary = agent.run()
             elapsed = time.perf_counter() - start
             frames, clips = summary.frames, summary.clips
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"fps": frames / elapsed, "rss_mib": rss, "clips": clips}
+    return {"fps": frames / elapsed, "rss_mib": peak_rss_mib(), "clips": clips}
+
+
+def peak_rss_mib() -> float:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec,
+    # so a child would report the bench driver's own peak.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -139,7 +151,10 @@ def main() -> int:
         print(f"bench/device.py: test data not found at {video}", file=sys.stderr)
         return 1
     print(f"{args.frames} frames per run at {FPS:g} fps input, one core, x264 veryfast crf 26")
-    print("| resolution | encoder only fps | pipeline fps (no decode) | ratio | pipeline+decode fps | x real time | peak RSS with decode |")
+    print(
+        "| resolution | encoder only fps | pipeline fps (no decode) | ratio "
+        "| pipeline+decode fps | x real time | peak RSS with decode |"
+    )
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for size in SIZES:
@@ -149,8 +164,18 @@ def main() -> int:
             results = {}
             for mode in ("encoder", "pipeline", "pipeline+decode"):
                 out = subprocess.run(
-                    [sys.executable, __file__, "--frames", str(args.frames), "--child", mode, str(path)],
-                    capture_output=True, text=True, check=True,
+                    [
+                        sys.executable,
+                        __file__,
+                        "--frames",
+                        str(args.frames),
+                        "--child",
+                        mode,
+                        str(path),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
                 results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
             enc, pipe, dec = results["encoder"], results["pipeline"], results["pipeline+decode"]

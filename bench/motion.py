@@ -127,7 +127,8 @@ def main() -> int:
     }
     h, w = frames[0].shape[:2]
     print(
-        f"CDnet 2014 baseline/highway, {len(frames)} frames {w}x{h}, scored frames {first}-{last}, one core"
+        f"CDnet 2014 baseline/highway, {len(frames)} frames {w}x{h}, "
+        f"scored frames {first}-{last}, one core"
     )
     print("| detector | F1 | precision | recall | frames/s |")
     print("|---|---|---|---|---|")

@@ -168,7 +168,9 @@ class Agent:
                     analysis_size = (aw, max(2, round(height * aw / width)))
                     zone = zone_mask(cfg.motion.zones, *analysis_size)
                     zone_pixels = (
-                        cv2.countNonZero(zone) if zone is not None else analysis_size[0] * analysis_size[1]
+                        cv2.countNonZero(zone)
+                        if zone is not None
+                        else analysis_size[0] * analysis_size[1]
                     )
                 assert recorder is not None
                 if image.shape[0] % 2 or image.shape[1] % 2:

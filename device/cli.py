@@ -20,15 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from porchlight.age import (
-    AgeError,
-    PassphraseRequiredError,
-    generate_identity,
-    read_identity_file,
-    write_identity_file,
-)
-from porchlight.cli import CommandError
-
 from device.clipstore import ClipStore, ClipStoreError
 from device.config import (
     CONFIG_NAME,
@@ -39,6 +30,14 @@ from device.config import (
     load_config,
 )
 from device.keys import KeyFileError, create_device_key, load_device_key, parse_recipients
+from porchlight.age import (
+    AgeError,
+    PassphraseRequiredError,
+    generate_identity,
+    read_identity_file,
+    write_identity_file,
+)
+from porchlight.cli import CommandError
 
 IDENTITY_NAME = "homeowner-identity.age"
 
@@ -124,8 +123,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         write_identity_file(data_dir / IDENTITY_NAME, identity, passphrase)
         recipients = [str(identity.recipient())]
         identity_file = IDENTITY_NAME
-        print(f"generated the homeowner identity, passphrase-protected, in {data_dir / IDENTITY_NAME}",
-              file=sys.stderr)
+        print(
+            f"generated the homeowner identity, passphrase-protected: {data_dir / IDENTITY_NAME}",
+            file=sys.stderr,
+        )
     if not (data_dir / "device-signing-key.pem").exists():
         create_device_key(data_dir)
     (data_dir / CONFIG_NAME).write_text(config_template(args.source, recipients, identity_file))
@@ -204,9 +205,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if identity_path is None and config.keys.identity_file:
         identity_path = data_dir / config.keys.identity_file
     if identity_path is None:
-        raise CommandError(
-            "this device holds no homeowner identity", hint="pass --identity FILE"
-        )
+        raise CommandError("this device holds no homeowner identity", hint="pass --identity FILE")
     store = _store(data_dir, config)
     try:
         store.get(args.clip)
@@ -215,7 +214,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             try:
                 identities = read_identity_file(identity_path, None)
             except PassphraseRequiredError:
-                identities = read_identity_file(identity_path, _read_passphrase(args.passphrase_file))
+                identities = read_identity_file(
+                    identity_path, _read_passphrase(args.passphrase_file)
+                )
         except OSError as error:
             raise CommandError(f"cannot read identity: {error}") from None
         except AgeError as error:
@@ -233,8 +234,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     finally:
         store.close()
-    print(f"wrote {output} ({manifest.start} to {manifest.end}); manifest signature and hashes verified",
-          file=sys.stderr)
+    print(
+        f"wrote {output} ({manifest.start} to {manifest.end}); signature and hashes verified",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -281,14 +284,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     last: dict[str, Any] = json.loads(status_path.read_text()) if status_path.exists() else {}
     print(f"data directory   {data_dir}")
     print(f"camera source    {config.camera.source}")
-    print(f"recipients       {len(config.keys.recipients)} "
-          f"({'homeowner identity on this device, passphrase-protected' if config.keys.identity_file else 'no identity on this device'})")
-    print(f"privacy masks    {len(config.privacy_masks)}; motion zones {len(config.motion.zones) or 'whole frame'}")
-    print(f"clips            {len(clips)}, {total / 1e6:.1f} MB, {sum(c.pinned for c in clips)} pinned")
+    print(
+        f"recipients       {len(config.keys.recipients)} "
+        + (
+            "(homeowner identity on this device, passphrase-protected)"
+            if config.keys.identity_file
+            else "(no identity on this device)"
+        )
+    )
+    print(
+        f"privacy masks    {len(config.privacy_masks)}; "
+        f"motion zones {len(config.motion.zones) or 'whole frame'}"
+    )
+    print(
+        f"clips            {len(clips)}, {total / 1e6:.1f} MB, "
+        f"{sum(c.pinned for c in clips)} pinned"
+    )
     if clips:
-        print(f"oldest, newest   {clips[0].start:%Y-%m-%d %H:%M}, {clips[-1].start:%Y-%m-%d %H:%M} UTC")
-    print(f"disk free        {usage.free / usage.total:.0%} (keeping at least "
-          f"{config.retention.min_free_fraction:.0%}; clips kept {config.retention.max_age_days:g} days)")
+        print(
+            f"oldest, newest   {clips[0].start:%Y-%m-%d %H:%M}, "
+            f"{clips[-1].start:%Y-%m-%d %H:%M} UTC"
+        )
+    print(
+        f"disk free        {usage.free / usage.total:.0%} (keeping at least "
+        f"{config.retention.min_free_fraction:.0%}; "
+        f"clips kept {config.retention.max_age_days:g} days)"
+    )
     if last:
         print(f"last start       {last.get('started')} (pid {last.get('pid')})")
         print(f"last recovery    {last.get('recovery')}")
@@ -303,17 +324,27 @@ def register(subparsers: Any) -> None:
 
     init = commands.add_parser("init", help="write a config, create the device key and keys")
     add_data_dir(init)
-    init.add_argument("--recipient", action="append", help="encrypt clips to this age recipient "
-                      "(repeatable); without it a homeowner identity is generated here")
-    init.add_argument("--source", default="0", help="camera: USB index, file, rtsp:// URL or picamera2")
+    init.add_argument(
+        "--recipient",
+        action="append",
+        help="encrypt clips to this age recipient "
+        "(repeatable); without it a homeowner identity is generated here",
+    )
+    init.add_argument(
+        "--source", default="0", help="camera: USB index, file, rtsp:// URL or picamera2"
+    )
     init.add_argument("--passphrase-file", type=Path, help="passphrase for the generated identity")
-    init.add_argument("--classic", action="store_true", help="X25519 identity instead of post-quantum")
+    init.add_argument(
+        "--classic", action="store_true", help="X25519 identity instead of post-quantum"
+    )
     init.set_defaults(handler=cmd_init)
 
     run = commands.add_parser("run", help="watch the camera and record motion clips")
     add_data_dir(run)
     run.add_argument("--source", help="read this video file instead of the configured camera")
-    run.add_argument("--fast", action="store_true", help="with --source: as fast as possible, exit at its end")
+    run.add_argument(
+        "--fast", action="store_true", help="with --source: as fast as possible, exit at its end"
+    )
     run.set_defaults(handler=cmd_run)
 
     clips = commands.add_parser("clips", help="list recorded clips")
@@ -326,7 +357,9 @@ def register(subparsers: Any) -> None:
     export.add_argument("clip", help="clip id (see 'porchlight device clips')")
     export.add_argument("-o", "--output", type=Path, required=True)
     export.add_argument("--passphrase-file", type=Path, help="read the passphrase from this file")
-    export.add_argument("--identity", type=Path, help="homeowner identity file (default: the configured one)")
+    export.add_argument(
+        "--identity", type=Path, help="homeowner identity file (default: the configured one)"
+    )
     export.add_argument("--force", action="store_true", help="overwrite the output file")
     export.set_defaults(handler=cmd_export)
 

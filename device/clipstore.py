@@ -347,7 +347,10 @@ class ClipStore:
                 continue
             try:
                 manifest = self.manifest(clip_id)
-                if manifest.ciphertext_size != path.stat().st_size or record.size != manifest.ciphertext_size:
+                if (
+                    manifest.ciphertext_size != path.stat().st_size
+                    or record.size != manifest.ciphertext_size
+                ):
                     raise ClipStoreError("size mismatch")
             except ClipStoreError:
                 self.delete(clip_id)
@@ -365,8 +368,13 @@ class ClipStore:
             start, end = manifest.start_time, manifest.end_time
             self._insert(
                 ClipRecord(
-                    clip_id, start, end, (end - start).total_seconds(), None,
-                    manifest.ciphertext_size, False,
+                    clip_id,
+                    start,
+                    end,
+                    (end - start).total_seconds(),
+                    None,
+                    manifest.ciphertext_size,
+                    False,
                 )
             )
             report.reindexed.append(clip_id)

@@ -39,37 +39,37 @@ def _check_polygons(polygons: list[Polygon]) -> list[Polygon]:
 class CameraConfig(_Strict):
     # "0" = first USB camera, a path, rtsp://..., or "picamera2" for a Pi camera module.
     source: str = "0"
-    width: int = Field(1280, ge=64, le=7680)
-    height: int = Field(720, ge=64, le=4320)
-    fps: float = Field(15.0, gt=0, le=120)
+    width: int = Field(default=1280, ge=64, le=7680)
+    height: int = Field(default=720, ge=64, le=4320)
+    fps: float = Field(default=15.0, gt=0, le=120)
 
 
 class MotionConfig(_Strict):
-    threshold: int = Field(20, ge=1, le=255)  # grey levels; lower = more sensitive
-    min_area: float = Field(0.005, gt=0, le=1)  # fraction of the zone that must change
-    min_frames: int = Field(2, ge=1, le=100)  # consecutive frames over min_area to count
-    learn_seconds: float = Field(2.0, gt=0)
-    absorb_seconds: float = Field(60.0, ge=0)
-    analysis_width: int = Field(320, ge=64, le=1920)
-    analysis_fps: float = Field(10.0, gt=0, le=120)
+    threshold: int = Field(default=20, ge=1, le=255)  # grey levels; lower = more sensitive
+    min_area: float = Field(default=0.005, gt=0, le=1)  # fraction of the zone that must change
+    min_frames: int = Field(default=2, ge=1, le=100)  # consecutive frames over min_area to count
+    learn_seconds: float = Field(default=2.0, gt=0)
+    absorb_seconds: float = Field(default=60.0, ge=0)
+    analysis_width: int = Field(default=320, ge=64, le=1920)
+    analysis_fps: float = Field(default=10.0, gt=0, le=120)
     zones: list[Polygon] = []
 
     _zones = field_validator("zones")(_check_polygons)
 
 
 class RecordingConfig(_Strict):
-    pre_roll_seconds: float = Field(5.0, ge=0, le=60)
-    post_roll_seconds: float = Field(10.0, ge=0, le=600)
-    max_clip_seconds: float = Field(300.0, ge=10, le=3600)
-    keyframe_seconds: float = Field(1.0, ge=0.5, le=2.0)
+    pre_roll_seconds: float = Field(default=5.0, ge=0, le=60)
+    post_roll_seconds: float = Field(default=10.0, ge=0, le=600)
+    max_clip_seconds: float = Field(default=300.0, ge=10, le=3600)
+    keyframe_seconds: float = Field(default=1.0, ge=0.5, le=2.0)
     preset: str = "veryfast"
-    crf: int = Field(26, ge=0, le=51)
-    encoder_threads: int = Field(0, ge=0, le=16)  # 0 = let x264 choose
+    crf: int = Field(default=26, ge=0, le=51)
+    encoder_threads: int = Field(default=0, ge=0, le=16)  # 0 = let x264 choose
 
 
 class RetentionConfig(_Strict):
-    max_age_days: float = Field(14.0, gt=0)
-    min_free_fraction: float = Field(0.10, ge=0, lt=1)
+    max_age_days: float = Field(default=14.0, gt=0)
+    min_free_fraction: float = Field(default=0.10, ge=0, lt=1)
 
 
 class KeysConfig(_Strict):
@@ -122,7 +122,11 @@ def load_config(data_dir: Path) -> DeviceConfig:
 
 
 def _toml_list(values: list[str]) -> str:
-    return "[" + ", ".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "]"
+    return (
+        "["
+        + ", ".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+        + "]"
+    )
 
 
 def config_template(source: str, recipients: list[str], identity_file: str | None) -> str:

@@ -11,16 +11,22 @@ start a clip. No audio stream is ever created.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from fractions import Fraction
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import av
 import av.codec.context
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    Packet = av.Packet[Any]
+else:
+    Packet = av.Packet
 
 TIME_BASE = Fraction(1, 1000)  # packet times in milliseconds
 _FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
@@ -69,29 +75,27 @@ class H264Encoder:
         self.stream = stream
         self._last_pts = -1
 
-    def encode(self, image: NDArray[np.uint8], seconds: float) -> list[av.Packet]:
+    def encode(self, image: NDArray[Any], seconds: float) -> list[Packet]:
         """Encode one BGR frame shown at ``seconds``; returns the packets that came out."""
         pts = max(round(seconds * 1000), self._last_pts + 1)
         self._last_pts = pts
         # OpenCV's SIMD BGR->I420 is several times faster than swscale's here.
         i420 = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
-        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(np.asarray(i420, np.uint8), format="yuv420p")
         frame.pts = pts
         frame.time_base = TIME_BASE
         return list(self.stream.codec_context.encode(frame))
 
-    def flush(self) -> list[av.Packet]:
+    def flush(self) -> list[Packet]:
         packets = list(self.stream.codec_context.encode(None))
         return packets
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(av.error.FFmpegError):
             self._template.close()
-        except av.error.FFmpegError:
-            pass
 
 
-def packet_seconds(packet: av.Packet) -> float:
+def packet_seconds(packet: Packet) -> float:
     return float((packet.pts or 0) * TIME_BASE)
 
 
@@ -130,7 +134,7 @@ class FragmentedMP4Writer:
         self.frames = 0
         self._frame_seconds = 1.0 / encoder.fps
 
-    def write(self, packet: av.Packet) -> None:
+    def write(self, packet: Packet) -> None:
         seconds = packet_seconds(packet)
         if self.first_seconds is None:
             if not packet.is_keyframe:

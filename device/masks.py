@@ -7,12 +7,13 @@ masked pixels are black in every recording and never reach the encoder at all.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-Image = NDArray[np.uint8]
+Image = NDArray[Any]  # uint8 pixels; Any because OpenCV's stubs return loose dtypes
 Polygon = Sequence[Sequence[float]]
 
 

@@ -19,12 +19,13 @@ frames per second at 320x240 on one core, pixel F1 about 0.92 on CDnet 2014 high
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-Image = NDArray[np.uint8]
+Image = NDArray[Any]  # uint8 pixels; Any because OpenCV's stubs return loose dtypes
 
 _OPEN = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 _CLOSE = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
@@ -71,6 +72,7 @@ class MotionDetector:
         self._mean_u8: Image | None = None
         self._var: NDArray[np.float32] | None = None
         self._threshold: Image | None = None
+        self._floor: Image | None = None
         self._empty: Image | None = None  # the background as last seen with nothing moving
         self._age = 0
 
@@ -81,6 +83,7 @@ class MotionDetector:
         self._mean_u8 = frame.copy()
         self._var = np.full(frame.shape[:2], (p.floor / p.k) ** 2, np.float32)
         self._threshold = np.full(frame.shape[:2], p.floor, np.uint8)
+        self._floor = self._threshold.copy()
         self._empty = None
         self._age = 0  # frames since the model (re)started
 
@@ -92,7 +95,7 @@ class MotionDetector:
         if self._mean is None or self._mean.shape != frame.shape:
             self.reset(frame)
         assert self._mean is not None and self._mean_u8 is not None
-        assert self._var is not None and self._threshold is not None
+        assert self._var is not None and self._threshold is not None and self._floor is not None
 
         diff = cv2.absdiff(frame, self._mean_u8)
         if diff.ndim == 3:
@@ -144,9 +147,8 @@ class MotionDetector:
             cv2.multiply(capped, capped), self._var, p.learn_rate, mask=background
         )
         sigma_k = cv2.convertScaleAbs(cv2.sqrt(self._var), alpha=p.k)
-        self._threshold = cv2.max(sigma_k, p.floor)
+        self._threshold = cv2.max(sigma_k, self._floor)
         return mask
-
 
     def _edge_ghosts(self, frame: Image, mask: Image) -> Image | None:
         """Foreground blobs whose outline is an edge of the model but not of the frame.

@@ -16,10 +16,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-import av
-
 from device.clipstore import ClipRecord, ClipStore, OpenClip
-from device.encoder import FragmentedMP4Writer, H264Encoder, packet_seconds
+from device.encoder import FragmentedMP4Writer, H264Encoder, Packet, packet_seconds
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,7 @@ class Recorder:
         self.wall_start = wall_start
         self.pre_roll, self.post_roll, self.max_clip = pre_roll, post_roll, max_clip
         self.on_clip = on_clip
-        self._buffer: deque[av.Packet] = deque()
+        self._buffer: deque[Packet] = deque()
         self._keyframes: deque[float] = deque()  # times of the keyframes in _buffer
         self._clip: _ClipInProgress | None = None
         self._last_motion = float("-inf")
@@ -62,7 +60,7 @@ class Recorder:
     def _wall(self, seconds: float) -> datetime:
         return self.wall_start + timedelta(seconds=seconds)
 
-    def _buffer_packet(self, packet: av.Packet) -> None:
+    def _buffer_packet(self, packet: Packet) -> None:
         if not self._buffer and not packet.is_keyframe:
             return  # a pre-roll must begin at a keyframe
         if packet.is_keyframe:
@@ -79,10 +77,10 @@ class Recorder:
             while self._buffer and packet_seconds(self._buffer[0]) < self._keyframes[0]:
                 self.buffered_bytes -= self._buffer.popleft().size
 
-    def _start_clip(self, first: av.Packet) -> None:
+    def _start_clip(self, first: Packet) -> None:
         self._clip = _ClipInProgress(self.store, self.encoder, self._wall(packet_seconds(first)))
 
-    def _write(self, packet: av.Packet) -> None:
+    def _write(self, packet: Packet) -> None:
         assert self._clip is not None
         self._clip.writer.write(packet)
 
@@ -95,7 +93,9 @@ class Recorder:
         duration = writer.duration
         try:
             plaintext_sha256, _ = writer.close()
-            record = clip.sealed.seal(self._wall(start + duration), duration, clip.score, plaintext_sha256)
+            record = clip.sealed.seal(
+                self._wall(start + duration), duration, clip.score, plaintext_sha256
+            )
         except BaseException:
             clip.sealed.abort()
             raise
@@ -104,7 +104,9 @@ class Recorder:
             self.on_clip(record)
         return record
 
-    def push(self, packets: Iterable[av.Packet], frame_time: float, motion: bool, score: float) -> None:
+    def push(
+        self, packets: Iterable[Packet], frame_time: float, motion: bool, score: float
+    ) -> None:
         """Feed the packets one frame produced and whether that frame showed motion."""
         if motion:
             self._last_motion = frame_time
@@ -141,7 +143,7 @@ class Recorder:
         if self._clip is not None and frame_time - self._last_motion > self.post_roll:
             self._finish_clip()
 
-    def close(self, tail: Iterable[av.Packet] = ()) -> ClipRecord | None:
+    def close(self, tail: Iterable[Packet] = ()) -> ClipRecord | None:
         """Write the encoder's last packets into the open clip (if any) and seal it."""
         if self._clip is None:
             return None

@@ -30,7 +30,7 @@ class SourceError(Exception):
 
 @dataclass(frozen=True)
 class Frame:
-    image: NDArray[np.uint8]  # BGR, height x width x 3
+    image: NDArray[Any]  # uint8 BGR, height x width x 3
     time: float  # seconds since the source started (media time for files)
 
 
@@ -68,7 +68,11 @@ class FileSource:
                 stream = container.streams.video[0]
                 rate = stream.average_rate or stream.guessed_rate
                 self.fps = float(rate) if rate else 25.0
-                duration = float(stream.duration * stream.time_base) if stream.duration else None
+                duration = (
+                    float(stream.duration * stream.time_base)
+                    if stream.duration and stream.time_base
+                    else None
+                )
                 if duration is None and container.duration:
                     duration = container.duration / 1_000_000
         except av.error.FFmpegError as error:
@@ -81,10 +85,10 @@ class FileSource:
     def stop(self) -> None:
         self._stop.set()
 
-    def _decode(self, start: float, end: float) -> Iterator[tuple[float, NDArray[np.uint8]]]:
+    def _decode(self, start: float, end: float) -> Iterator[tuple[float, NDArray[Any]]]:
         with av.open(str(self.path)) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream.thread_type = "SLICE"
             first: float | None = None
             for frame in container.decode(stream):
                 t = float(frame.time) if frame.time is not None else 0.0
@@ -183,10 +187,11 @@ class Picamera2Source:
 
     def __init__(self, width: int, height: int, fps: float) -> None:
         try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
+            from picamera2 import Picamera2
         except ImportError:
             raise SourceError(
-                "source 'picamera2' needs the picamera2 package (sudo apt install python3-picamera2)"
+                "source 'picamera2' needs the picamera2 package "
+                "(sudo apt install python3-picamera2)"
             ) from None
         self.fps = fps
         self._camera = Picamera2()
@@ -212,7 +217,9 @@ class Picamera2Source:
             self._camera.stop()
 
 
-def open_source(spec: str, width: int, height: int, fps: float, *, fast: bool = False) -> FrameSource:
+def open_source(
+    spec: str, width: int, height: int, fps: float, *, fast: bool = False
+) -> FrameSource:
     """The source a config string names: "picamera2", a digit, a URL, or a file path."""
     if spec == "picamera2":
         return Picamera2Source(width, height, fps)

@@ -39,7 +39,9 @@ class ManifestError(Exception):
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with milliseconds, the one form a manifest accepts."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_time(text: str) -> datetime:

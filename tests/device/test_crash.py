@@ -30,8 +30,16 @@ def test_kill_9_at_random_moments_leaves_only_valid_clips(device_dir: DeviceDir)
     recovered = 0
     for round_ in range(20):
         agent = subprocess.Popen(
-            [PORCHLIGHT, "device", "run", "--data-dir",
-             str(device_dir.path), "--source", str(video), "--fast"],
+            [
+                PORCHLIGHT,
+                "device",
+                "run",
+                "--data-dir",
+                str(device_dir.path),
+                "--source",
+                str(video),
+                "--fast",
+            ],
             env=os.environ | {"PYTHONPATH": str(REPO)},
             stderr=subprocess.DEVNULL,
         )

@@ -3,6 +3,7 @@ with the privacy-masked pixels black."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -13,7 +14,6 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 
 from device.clipstore import ClipStore
 from device.keys import load_device_key
@@ -34,15 +34,25 @@ def plaintext_found(data: bytes) -> list[str]:
     return found
 
 
-def test_recording_writes_no_plaintext_and_masks_are_black(device_dir: DeviceDir, tmp_path: Path) -> None:
+def test_recording_writes_no_plaintext_and_masks_are_black(
+    device_dir: DeviceDir, tmp_path: Path
+) -> None:
     video = require_testdata("video", "car-detection.mp4")
     device_dir.write_config(**{"privacy_masks = []": f"privacy_masks = {MASK}"})
     env = os.environ | {"TMPDIR": str(tmp_path / "tmp"), "PYTHONPATH": str(REPO)}
     (tmp_path / "tmp").mkdir()
     agent = subprocess.Popen(
-        [PORCHLIGHT, "device", "run", "--data-dir", str(device_dir.path),
-         "--source", str(video)],  # real time: the scan runs while it records
-        env=env, stderr=subprocess.PIPE,
+        [
+            PORCHLIGHT,
+            "device",
+            "run",
+            "--data-dir",
+            str(device_dir.path),
+            "--source",
+            str(video),
+        ],  # real time: the scan runs while it records
+        env=env,
+        stderr=subprocess.PIPE,
     )
     seen: dict[Path, bytes] = {}
     stop = threading.Event()
@@ -52,10 +62,8 @@ def test_recording_writes_no_plaintext_and_masks_are_black(device_dir: DeviceDir
             for root in (device_dir.path, tmp_path / "tmp"):
                 for path in root.rglob("*"):
                     if path.is_file():
-                        try:
+                        with contextlib.suppress(FileNotFoundError):
                             seen[path] = path.read_bytes()
-                        except FileNotFoundError:
-                            pass
             time.sleep(0.05)
 
     scanner = threading.Thread(target=scan)
@@ -71,7 +79,9 @@ def test_recording_writes_no_plaintext_and_masks_are_black(device_dir: DeviceDir
     for path, data in seen.items():
         assert not plaintext_found(data), f"plaintext video in {path}: {plaintext_found(data)}"
 
-    store = ClipStore(device_dir.path, device_public_key=load_device_key(device_dir.path).public_key())
+    store = ClipStore(
+        device_dir.path, device_public_key=load_device_key(device_dir.path).public_key()
+    )
     clips = store.clips()
     assert clips
     for clip in clips:
@@ -91,7 +101,8 @@ def test_recording_writes_no_plaintext_and_masks_are_black(device_dir: DeviceDir
         # The standard age tool opens the same file.
         result = subprocess.run(
             ["age", "-d", "-i", str(device_dir.identity_file), str(store.clip_path(clip.id))],
-            capture_output=True, check=True,
+            capture_output=True,
+            check=True,
         )
         assert result.stdout == out.getvalue()
     store.close()

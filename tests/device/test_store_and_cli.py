@@ -29,7 +29,9 @@ def seal(store: ClipStore, start: datetime, payload: bytes) -> str:
     clip.write(payload)
     import hashlib
 
-    record = clip.seal(start + timedelta(seconds=30), 30.0, 0.1, hashlib.sha256(payload).hexdigest())
+    record = clip.seal(
+        start + timedelta(seconds=30), 30.0, 0.1, hashlib.sha256(payload).hexdigest()
+    )
     return record.id
 
 
@@ -70,7 +72,9 @@ def test_retention_by_age_and_space_never_deletes_pinned(device_dir: DeviceDir) 
     assert result.for_space == [ids[5]] and result.still_short_of_space
     assert [c.id for c in store.clips()] == [ids[0]], "the pinned clip survives"
     store.set_pinned(ids[0], False)
-    enforce_retention(store, now=T0 + timedelta(days=30), max_age=timedelta(days=14), min_free_fraction=0)
+    enforce_retention(
+        store, now=T0 + timedelta(days=30), max_age=timedelta(days=14), min_free_fraction=0
+    )
     assert store.clips() == []
     assert not list(store.clips_dir.iterdir())
     store.close()
@@ -110,7 +114,9 @@ def test_config_rejects_unknown_keys_and_bad_values(device_dir: DeviceDir) -> No
     with pytest.raises(ConfigError, match="colour: Extra inputs are not permitted"):
         parse_config("colour = 'red'\n" + text)
     with pytest.raises(ConfigError, match="at least 3 points"):
-        parse_config("privacy_masks = [[[0, 0], [1, 1]]]\n" + text.replace("privacy_masks = []", ""))
+        parse_config(
+            "privacy_masks = [[[0, 0], [1, 1]]]\n" + text.replace("privacy_masks = []", "")
+        )
     with pytest.raises(ConfigError, match="TOML"):
         parse_config("[camera\n")
 
@@ -118,7 +124,9 @@ def test_config_rejects_unknown_keys_and_bad_values(device_dir: DeviceDir) -> No
 def run_cli(*args: str) -> tuple[int, str]:
     result = subprocess.run(
         [PORCHLIGHT, "device", *args],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     return result.returncode, result.stderr
 
@@ -128,8 +136,18 @@ def test_cli_errors_are_one_line_not_tracebacks(device_dir: DeviceDir, tmp_path:
     cases = [
         (["clips", "--data-dir", str(tmp_path / "none")], "no camera agent set up"),
         (["export", "nope", "-o", str(tmp_path / "o.mp4"), *data], "no homeowner identity"),
-        (["export", "nope", "-o", str(tmp_path / "o.mp4"), "--identity",
-          str(device_dir.identity_file), *data], "no clip 'nope'"),
+        (
+            [
+                "export",
+                "nope",
+                "-o",
+                str(tmp_path / "o.mp4"),
+                "--identity",
+                str(device_dir.identity_file),
+                *data,
+            ],
+            "no clip 'nope'",
+        ),
         (["run", "--fast", *data], "--fast needs --source"),
         (["run", "--source", str(tmp_path / "missing.mp4"), *data], "no such video file"),
         (["init", "--recipient", "age1nope", *data], "already set up"),
@@ -149,7 +167,20 @@ def test_cli_init_clips_json_and_status(tmp_path: Path, capsys: pytest.CaptureFi
     secret = tmp_path / "pass"
     secret.write_text("correct horse\n")
     home = tmp_path / "pi"
-    assert main(["device", "init", "--data-dir", str(home), "--passphrase-file", str(secret), "--classic"]) == 0
+    assert (
+        main(
+            [
+                "device",
+                "init",
+                "--data-dir",
+                str(home),
+                "--passphrase-file",
+                str(secret),
+                "--classic",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("age1")
     sealed = (home / "homeowner-identity.age").read_bytes()
     assert b"AGE-SECRET-KEY" not in sealed.upper()
