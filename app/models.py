@@ -8,7 +8,8 @@ from app.agencies import models as agencies_models
 from app.audit import models as audit_models
 from app.db import Base
 from app.devices import models as devices_models
+from app.log import models as log_models
 
 metadata = Base.metadata
 
-__all__ = ["accounts_models", "agencies_models", "audit_models", "devices_models", "metadata"]
+__all__ = ["accounts_models", "agencies_models", "audit_models", "devices_models", "log_models", "metadata"]
