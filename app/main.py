@@ -7,7 +7,7 @@ from datetime import datetime
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -21,21 +21,28 @@ from app.deps import TransactionRoute
 from app.devices import routes as devices_routes
 from app.errors import AppError
 from app.settings import Settings
+from app.web import pages as web_pages
+from app.web.error_pages import error_page, is_page_request
+from app.web.security import SecurityHeadersMiddleware
 
 
-def _render_app_error(_: Request, error: Exception) -> JSONResponse:
+def _render_app_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, AppError)
+    if is_page_request(request):
+        return error_page(request, error.status_code, error.message, error)
     return JSONResponse(
         {"error": error.code, "message": error.message}, status_code=error.status_code
     )
 
 
-def _render_validation_error(_: Request, error: Exception) -> JSONResponse:
+def _render_validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     problems = []
     for item in error.errors():
         where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
         problems.append(f"{where or 'body'}: {item.get('msg', 'invalid')}")
+    if is_page_request(request):
+        return error_page(request, 422, "; ".join(problems) or "invalid request", error)
     return JSONResponse(
         {
             "error": "invalid_input",
@@ -46,9 +53,11 @@ def _render_validation_error(_: Request, error: Exception) -> JSONResponse:
     )
 
 
-def _render_http_error(_: Request, error: Exception) -> JSONResponse:
+def _render_http_error(request: Request, error: Exception) -> Response:
     # Unknown paths (404) and wrong methods (405) get the same body shape as AppError.
     assert isinstance(error, StarletteHTTPException)
+    if is_page_request(request):
+        return error_page(request, error.status_code, str(error.detail), error)
     return JSONResponse(
         {"error": "http_error", "message": str(error.detail)},
         status_code=error.status_code,
@@ -79,6 +88,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _render_validation_error)
     app.add_exception_handler(StarletteHTTPException, _render_http_error)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -93,5 +103,7 @@ def create_app(
         devices_routes.router,
         audit_routes.router,
     ):
+        app.include_router(router)
+    for router in web_pages.routers():
         app.include_router(router)
     return app
