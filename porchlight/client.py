@@ -23,10 +23,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -190,3 +191,112 @@ class PorchlightClient:
         if body:
             headers["Content-Type"] = content_type
         return self._check(self.http.request(method, path, content=body, headers=headers))
+
+    # -- footage requests (docs/requests-api.md) -------------------------------------------
+    def call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """A Bearer-authenticated JSON call of any method; ApiError for any refusal."""
+        if body is None:
+            return self._check(self.http.request(method, path))
+        return self._check(self.http.request(method, path, json=dict(body)))
+
+    def download(
+        self,
+        path: str,
+        dst: BinaryIO,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> tuple[int, str]:
+        """Stream a GET body into ``dst``; returns (bytes written, hex SHA-256 of them)."""
+        digest = hashlib.sha256()
+        written = 0
+        with self.http.stream("GET", path) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ApiError(response.status_code, _message(response))
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            for chunk in response.iter_bytes(TRANSFER_CHUNK):
+                dst.write(chunk)
+                digest.update(chunk)
+                written += len(chunk)
+                if progress is not None:
+                    progress(written, total)
+        return written, digest.hexdigest()
+
+    def device_upload(
+        self,
+        private_key: Ed25519PrivateKey,
+        enrolment: Enrolment,
+        path: str,
+        src: BinaryIO,
+        size: int,
+        body_sha256: str,
+        headers: Mapping[str, str] | None = None,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> Any:
+        """A signed device PUT whose body is streamed from ``src`` (``size`` bytes, hashed
+        beforehand): the signature covers ``body_sha256`` so the file is never held in memory."""
+        signed = sign_device_call(
+            private_key,
+            enrolment.device_id,
+            enrolment.credential,
+            "PUT",
+            path,
+            body_sha256=body_sha256,
+        )
+        sent = 0
+
+        def chunks() -> Iterator[bytes]:
+            nonlocal sent
+            while block := src.read(TRANSFER_CHUNK):
+                sent += len(block)
+                if progress is not None:
+                    progress(sent, size)
+                yield block
+
+        all_headers = {
+            **signed,
+            **(headers or {}),
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+        }
+        return self._check(self.http.request("PUT", path, content=chunks(), headers=all_headers))
+
+
+TRANSFER_CHUNK = 1 << 20
+
+
+class ProgressBar:
+    """A one-line transfer progress bar on stderr (only when stderr is a terminal or forced)."""
+
+    def __init__(self, label: str, *, stream: TextIO | None = None, force: bool = False) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.enabled = force or self.stream.isatty()
+        self._shown = -1
+        self._started = time.monotonic()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        if total:
+            percent = min(100, done * 100 // total)
+            if percent == self._shown:
+                return
+            self._shown = percent
+            filled = percent // 4
+            bar = "#" * filled + "-" * (25 - filled)
+            text = f"{self.label} [{bar}] {percent:3d}% {done / 1e6:8.1f} MB"
+        else:
+            text = f"{self.label} {done / 1e6:8.1f} MB"
+        print(f"\r{text}", end="", file=self.stream, flush=True)
+
+    def finish(self, done: int) -> None:
+        if not self.enabled:
+            return
+        seconds = max(time.monotonic() - self._started, 1e-6)
+        print(
+            f"\r{self.label} {done / 1e6:8.1f} MB in {seconds:.1f} s "
+            f"({done / 1e6 / seconds:.1f} MB/s)" + " " * 20,
+            file=self.stream,
+            flush=True,
+        )
