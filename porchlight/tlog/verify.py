@@ -27,7 +27,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,7 +67,13 @@ class VerifyError(Exception):
 
 
 class TileSource(Protocol):
-    """Where a log's files come from. `read` returns None for a file that does not exist."""
+    """Where a log's files come from. `read` returns None for a file that does not exist.
+
+    `parallel_reads` is how many reads may be in flight at once (`read` must then be
+    thread-safe): 1 for a disk, more over a network where round trips dominate."""
+
+    @property
+    def parallel_reads(self) -> int: ...
 
     def describe(self) -> str: ...
 
@@ -77,6 +85,7 @@ class DirectorySource:
     """A log laid out on disk, as Tessera's POSIX storage writes it."""
 
     root: Path
+    parallel_reads: int = 1
 
     def describe(self) -> str:
         return str(self.root)
@@ -97,6 +106,7 @@ class HttpSource:
 
     prefix: str
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0))
+    parallel_reads: int = 8
 
     def describe(self) -> str:
         return self.prefix
@@ -218,6 +228,32 @@ def _read_tile(source: TileSource, tile: Tile) -> tuple[bytes | None, str]:
     return data, path
 
 
+def _read_tiles(
+    source: TileSource, tiles: Sequence[Tile]
+) -> Iterator[tuple[Tile, bytes | None, str]]:
+    """Read tiles in order, keeping a bounded window of reads in flight: over HTTP the cost
+    is round trips, not bytes, and thousands of them one after another would dominate."""
+    if source.parallel_reads <= 1:
+        for tile in tiles:
+            data, path = _read_tile(source, tile)
+            yield tile, data, path
+        return
+    with ThreadPoolExecutor(max_workers=source.parallel_reads) as pool:
+        pending: deque[tuple[Tile, Future[tuple[bytes | None, str]]]] = deque()
+        upcoming = iter(tiles)
+        for tile in upcoming:
+            pending.append((tile, pool.submit(_read_tile, source, tile)))
+            if len(pending) >= 4 * source.parallel_reads:
+                break
+        while pending:
+            tile, future = pending.popleft()
+            following = next(upcoming, None)
+            if following is not None:
+                pending.append((following, pool.submit(_read_tile, source, following)))
+            data, path = future.result()
+            yield tile, data, path
+
+
 @dataclass
 class _Entries:
     """Leaf hashes gathered so far and the first problem found, by entry index."""
@@ -235,9 +271,8 @@ class _Entries:
 def _gather_entries(source: TileSource, size: int, progress: Progress | None) -> _Entries:
     found = _Entries()
     bundles = tiles_at_level(size, None)
-    for number, bundle in enumerate(bundles):
+    for number, (bundle, data, path) in enumerate(_read_tiles(source, bundles)):
         start = bundle.index * TILE_WIDTH
-        data, path = _read_tile(source, bundle)
         entries: list[bytes] = []
         if data is None:
             found.flag(start, f"entry {start} is missing: {bundle.path()} not found", path)
@@ -283,9 +318,8 @@ def _compare_level0(
     Returns the first divergent entry, and the problems with the tiles themselves (missing or
     the wrong length)."""
     tile_problems: list[str] = []
-    for tile in tiles_at_level(size, 0):
+    for tile, data, path in _read_tiles(source, tiles_at_level(size, 0)):
         start = tile.index * TILE_WIDTH
-        data, path = _read_tile(source, tile)
         if data is None:
             tile_problems.append(f"{tile.path()} not found")
             continue
@@ -315,8 +349,7 @@ def _check_upper_tiles(source: TileSource, levels: Sequence[Sequence[bytes]], si
         if level == 0:
             continue
         row = levels[TILE_HEIGHT * level]
-        for tile in tiles_at_level(size, level):
-            data, path = _read_tile(source, tile)
+        for tile, data, path in _read_tiles(source, tiles_at_level(size, level)):
             if data is None:
                 raise VerifyError(f"tile {tile.path()} not found", path=tile.path())
             data = data[: tile.width * HASH_SIZE] if path != tile.path() else data

@@ -95,6 +95,11 @@ def _handler(state: LogServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 64  # the default 5 drops the verifier's parallel connections
+    daemon_threads = True
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LogServer]:
     directory = tmp_path / "served"
@@ -103,7 +108,7 @@ def server(tmp_path: Path) -> Iterator[LogServer]:
     state = LogServer(directory, records=[json.loads(e) for e in entries])
     for record in state.records:
         record["details"] = {"note": 'a, "quoted" value', "n": record["details"]["n"]}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    httpd = _Server(("127.0.0.1", 0), _handler(state))
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
