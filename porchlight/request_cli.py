@@ -383,7 +383,7 @@ def register(subparsers: Any) -> None:
     )
     submit.add_argument("--lat", required=True, type=float, help="area centre latitude")
     submit.add_argument("--lon", required=True, type=float, help="area centre longitude")
-    submit.add_argument("--radius", required=True, type=float, help="area radius in metres")
+    submit.add_argument("--radius", required=True, type=int, help="area radius in metres")
     submit.add_argument("--json", action="store_true", help="print the server's answer as JSON")
     submit.set_defaults(handler=cmd_submit)
 
