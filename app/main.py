@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 
 from fastapi import FastAPI, Request
@@ -11,15 +13,22 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import scheduler as request_scheduler
 from app.accounts import routes as accounts_routes
 from app.accounts.passwords import make_hasher
 from app.agencies import routes as agencies_routes
-from app.audit import routes as audit_routes
 from app.body_limit import BodyLimitMiddleware
+from app.clipstore import LocalClipStore
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.deps import TransactionRoute
 from app.devices import routes as devices_routes
 from app.errors import AppError
+from app.policy import routes as policy_routes
+from app.requests import device_routes as request_device_routes
+from app.requests import routes as requests_routes
+from app.log import checkpoints as log_checkpoints
+from app.log import keys as log_keys
+from app.log import routes as log_routes
 from app.settings import Settings
 from app.web import pages as web_pages
 from app.web.error_pages import error_page, is_page_request
@@ -72,17 +81,49 @@ def create_app(
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
+    # Made at the first start (0600 in the data dir); only its verifier key is ever shown.
+    log_signer = log_keys.load_or_create(settings)
+
+    @asynccontextmanager
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
+        # Before serving: a fresh log gets its first checkpoint, a grown one catches up.
+        await log_checkpoints.publish_safely(application.state.sessionmaker, log_signer)
+        publisher = asyncio.create_task(
+            log_checkpoints.publish_periodically(
+                application.state.sessionmaker,
+                log_signer,
+                settings.log_checkpoint_interval_seconds,
+            )
+        )
+        # Ask deadlines, request deadlines, access-window purges (app/scheduler.py).
+        deadlines = request_scheduler.Scheduler(
+            application.state.sessionmaker, application.state.clip_store, application.state.clock
+        )
+        deadlines.start()
+        try:
+            yield
+        finally:
+            deadlines.stop()
+            publisher.cancel()
+            with suppress(asyncio.CancelledError):
+                await publisher
+
     app = FastAPI(
         title="Porchlight",
         version="0.1.0",
         description="Community server: warrant-and-consent footage requests and a verifiable log.",
+        lifespan=lifespan,
     )
     # Routes added straight on the app also get one transaction per request.
     app.router.route_class = TransactionRoute
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.log_signer = log_signer
+    # Sessions carry the log signer; a request-lifecycle append publishes a checkpoint at commit.
+    log_checkpoints.install_publish_hook(app.state.sessionmaker, log_signer)
     app.state.clock = clock or utcnow
+    app.state.clip_store = LocalClipStore(settings.data_dir / "clips")
     app.state.password_hasher = make_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
     app.add_exception_handler(AppError, _render_app_error)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
@@ -101,7 +142,11 @@ def create_app(
         accounts_routes.router,
         agencies_routes.router,
         devices_routes.router,
-        audit_routes.router,
+        log_routes.log_router,
+        log_routes.api_router,
+        policy_routes.router,
+        requests_routes.router,
+        request_device_routes.router,
     ):
         app.include_router(router)
     for router in web_pages.routers():

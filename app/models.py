@@ -9,7 +9,18 @@ from app.audit import models as audit_models
 from app.db import Base
 from app.devices import models as devices_models
 from app.log import models as log_models
+from app.policy import models as policy_models
+from app.requests import models as requests_models
 
 metadata = Base.metadata
 
-__all__ = ["accounts_models", "agencies_models", "audit_models", "devices_models", "log_models", "metadata"]
+__all__ = [
+    "accounts_models",
+    "agencies_models",
+    "audit_models",
+    "devices_models",
+    "log_models",
+    "metadata",
+    "policy_models",
+    "requests_models",
+]

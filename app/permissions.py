@@ -26,22 +26,36 @@ PERMISSIONS: dict[str, str] = {
     "device:own": "enrol, locate and revoke one's own devices",
     "device:admin": "list and revoke any device (never its location)",
     "log:read": "read every log entry",
+    "log:cosign": "register cosigner keys whose cosignatures of checkpoints the log accepts",
     "request:submit": "file footage requests for one's own agency",
     "request:review": "approve or reject submitted requests",
     "request:read_all": "read every request record (never footage)",
+    "request:read": "read requests: one's own agency's (requesters) or all (auditors)",
+    "ask:answer": "see, decline and revoke asks for one's own devices",
+    "policy:manage": "change the community's request policy",
 }
 
 _EVERYONE = {"account:self"}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
-    Role.resident: frozenset(_EVERYONE | {"device:own"}),
+    Role.resident: frozenset(_EVERYONE | {"device:own", "ask:answer"}),
     Role.reviewer: frozenset(_EVERYONE | {"request:review", "agency:read"}),
     Role.admin: frozenset(
         _EVERYONE
-        | {"invite:create", "person:manage", "agency:manage", "agency:read", "device:admin"}
+        | {
+            "invite:create",
+            "person:manage",
+            "agency:manage",
+            "agency:read",
+            "device:admin",
+            "policy:manage",
+        }
     ),
-    Role.auditor: frozenset(_EVERYONE | {"log:read", "request:read_all", "agency:read"}),
-    Role.requester: frozenset(_EVERYONE | {"request:submit"}),
+    Role.auditor: frozenset(
+        _EVERYONE
+        | {"log:read", "log:cosign", "request:read_all", "request:read", "agency:read"}
+    ),
+    Role.requester: frozenset(_EVERYONE | {"request:submit", "request:read"}),
 }
 
 assert all(p in PERMISSIONS for perms in ROLE_PERMISSIONS.values() for p in perms)

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # argon2id cost; the defaults are argon2-cffi's RFC 9106 "low memory" profile.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
+    # The verifiable log: origin (and key name) for a new log key, empty = "<public host>/log";
+    # a signed checkpoint is published at least this often while the log grows.
+    log_origin: str = ""
+    log_checkpoint_interval_seconds: float = Field(default=60, gt=0, le=86400)
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -6,6 +6,10 @@ as the new entry's index, inserts the entry and bumps the size. The lock is held
 caller's transaction ends, so concurrent writers in any number of processes get consecutive
 indexes in commit order and a rolled-back change leaves no entry and no gap. It flushes and
 never commits: the change and its entry commit together or not at all.
+
+Under the same lock it stores the Merkle tree's new hashes (app.log.tree.store_leaves), and a
+request-lifecycle action marks the transaction so a signed checkpoint is published when it
+commits (app.log.checkpoints).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from sqlalchemy.orm import Session
 from app.audit.entry import JSONValue, encode_entry, leaf_hash
 from app.audit.models import LogEntry, LogHead
 from app.db import utcnow
+from app.log import checkpoints, tree
 
 
 def append(
@@ -46,6 +51,8 @@ def append(
     session.add(entry)
     head.size += 1
     session.flush()
+    tree.store_leaves(session, entry.index, [entry.leaf_hash])
+    checkpoints.mark_pending(session, action)
     return entry
 
 

@@ -1,8 +1,8 @@
 """The verifiable log's stored state: tree nodes, published checkpoints, auditors, cosignatures.
 
-Why a node table (and not stored tiles): `log_tree_nodes` holds every complete subtree hash at
-level >= 1 (level 0 is `log_entries.leaf_hash`), written by `app.audit.service.append` in the
-same transaction as the entry. Each append adds on average one row (at most log2 n), inserts
+Why a node table (and not stored tiles): `log_tree_nodes` holds every complete subtree hash,
+the leaf hashes (level 0) included, written by `app.audit.service.append` in the same
+transaction as the entry. Each append adds on average two rows (at most log2 n + 1), inserts
 never rewrite rows (so concurrent readers see only finished hashes), an inclusion or
 consistency proof reads at most 2*log2(n) rows by primary key, and a tlog-tiles tile is a
 contiguous range of one level (level 8L) read in one query. Stored tiles would need partial
@@ -13,8 +13,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, SmallInteger, String, Text
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime

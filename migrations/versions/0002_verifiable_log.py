@@ -74,7 +74,7 @@ def upgrade() -> None:
 
 
 def _backfill_tree_nodes() -> None:
-    """Store the complete-subtree hashes (level >= 1) of entries appended before this revision."""
+    """Store the tree (leaf and complete-subtree hashes) of entries appended before this revision."""
     from porchlight.tlog.merkle import complete_levels
 
     bind = op.get_bind()
@@ -91,7 +91,6 @@ def _backfill_tree_nodes() -> None:
     rows = [
         {"level": level, "index": index, "hash": value}
         for level, hashes in enumerate(complete_levels(leaves))
-        if level > 0
         for index, value in enumerate(hashes)
     ]
     if rows:

@@ -1,0 +1,159 @@
+"""Signed checkpoints (c2sp.org/tlog-checkpoint, c2sp.org/signed-note) and when they are published.
+
+`publish_checkpoint(session)` locks the log head (the lock appenders take), reads the size,
+computes the root from stored nodes, checks the new tree is consistent with the latest
+published checkpoint (RFC 9162 2.1.4 proof over the stored nodes: a damaged node table stops
+publication instead of forking the log), signs, and stores the note. At most one checkpoint
+per size; nothing is published when the log has not grown. Because every checkpoint is made
+under the head lock from an append-only tree and checked against its predecessor, each is
+consistent with every earlier one.
+
+It is called:
+- at commit of any transaction that appended a request-lifecycle entry (actions `request:*`,
+  `ask:*`, `consent:*`, `clip:*`), by the session hook `install_publish_hook` sets up;
+- by the periodic task in app.main's lifespan, every `log_checkpoint_interval_seconds`;
+- by anyone holding a session, e.g. a service that wants its change published at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from app.audit.models import LogHead
+from app.db import utcnow
+from app.log import tree
+from app.log.keys import LogSigner
+from app.log.models import LogCheckpoint, LogCosignature
+from porchlight.tlog.checkpoint import Checkpoint, add_signatures, sign_checkpoint
+from porchlight.tlog.merkle import ProofError, verify_consistency
+from porchlight.tlog.note import parse_signature_line
+
+_logger = logging.getLogger(__name__)
+SIGNER_INFO_KEY = "log_signer"
+PENDING_INFO_KEY = "log_publish_pending"
+LIFECYCLE_PREFIXES = ("request:", "ask:", "consent:", "clip:")
+
+
+class InconsistentTree(RuntimeError):
+    """The stored tree does not extend the last published checkpoint: refuse to sign."""
+
+
+def is_lifecycle(action: str) -> bool:
+    return action.startswith(LIFECYCLE_PREFIXES)
+
+
+def mark_pending(session: Session, action: str) -> None:
+    """Called by `append`: publish a checkpoint when this transaction commits."""
+    if is_lifecycle(action):
+        session.info[PENDING_INFO_KEY] = True
+
+
+def _signer_of(session: Session, signer: LogSigner | None) -> LogSigner:
+    found = signer or session.info.get(SIGNER_INFO_KEY)
+    if not isinstance(found, LogSigner):
+        raise RuntimeError(
+            "no log signer: use a session from the app's sessionmaker "
+            "(app.state.sessionmaker) or pass signer="
+        )
+    return found
+
+
+def latest(session: Session) -> LogCheckpoint | None:
+    return session.scalars(
+        select(LogCheckpoint).order_by(LogCheckpoint.size.desc()).limit(1)
+    ).first()
+
+
+def publish_checkpoint(
+    session: Session, signer: LogSigner | None = None, *, now: datetime | None = None
+) -> LogCheckpoint:
+    """Sign and store a checkpoint of the log as this transaction sees it (see module doc).
+
+    Returns the new checkpoint, or the latest one when the log has not grown since. Flushes,
+    never commits. Raises InconsistentTree if the stored tree does not extend the latest one.
+    """
+    log_signer = _signer_of(session, signer)
+    session.info.pop(PENDING_INFO_KEY, None)
+    size = session.execute(
+        select(LogHead.size).where(LogHead.id == 1).with_for_update()
+    ).scalar_one()
+    previous = latest(session)
+    if previous is not None and previous.size >= size:
+        return previous
+    root = tree.root_hash(session, size)
+    if previous is not None and previous.size > 0:
+        proof = tree.consistency(session, previous.size, size)
+        try:
+            verify_consistency(previous.size, size, previous.root_hash, root, proof)
+        except ProofError as error:
+            raise InconsistentTree(
+                f"stored tree at size {size} does not extend checkpoint {previous.size}: {error}"
+            ) from error
+    checkpoint = Checkpoint(log_signer.origin, size, root)
+    row = LogCheckpoint(
+        size=size,
+        root_hash=root,
+        note=sign_checkpoint(checkpoint, log_signer.signer),
+        created_at=now or utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def served_text(session: Session, checkpoint: LogCheckpoint) -> str:
+    """The checkpoint note with every accepted auditor cosignature appended."""
+    lines = session.scalars(
+        select(LogCosignature.signature_line)
+        .where(LogCosignature.checkpoint_id == checkpoint.id)
+        .order_by(LogCosignature.id)
+    ).all()
+    if not lines:
+        return checkpoint.note
+    return add_signatures(checkpoint.note, [parse_signature_line(line) for line in lines])
+
+
+def install_publish_hook(factory: sessionmaker[Session], signer: LogSigner) -> None:
+    """Give the factory's sessions the log signer, and publish on commit when an append asked."""
+    factory.configure(info={SIGNER_INFO_KEY: signer})
+
+    def before_commit(session: Session) -> None:
+        if session.info.get(PENDING_INFO_KEY):
+            publish_checkpoint(session)
+
+    event.listen(factory, "before_commit", before_commit)
+
+
+def publish_now(factory: sessionmaker[Session], signer: LogSigner) -> LogCheckpoint | None:
+    """One periodic round: publish if the log grew (own transaction). Returns what it stored."""
+    with factory() as session:
+        before = latest(session)
+        row = publish_checkpoint(session, signer)
+        session.commit()
+        return row if before is None or row.size != before.size else None
+
+
+async def publish_periodically(
+    factory: sessionmaker[Session], signer: LogSigner, interval_seconds: float
+) -> None:
+    """Every `interval_seconds`, publish if the log grew; for the life of the server process.
+
+    A failed round (database unreachable, or an InconsistentTree, which needs an operator) is
+    logged and retried next round.
+    """
+    while True:
+        await asyncio.sleep(interval_seconds)
+        await publish_safely(factory, signer)
+
+
+async def publish_safely(factory: sessionmaker[Session], signer: LogSigner) -> None:
+    try:
+        await run_in_threadpool(publish_now, factory, signer)
+    except Exception:
+        _logger.exception("publishing a log checkpoint failed")

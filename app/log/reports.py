@@ -1,0 +1,178 @@
+"""Reading the log for people: entry pages for auditors, the public quarterly transparency report,
+and the public checkpoint summary. Data functions (no HTTP) so app/web pages can call them too.
+
+The report counts log entries by action (the request lifecycle's actions, defined with the
+requests domain and listed in docs/log-format.md) per calendar quarter of the entry's time, in
+UTC. Anyone can recompute it from the verified log (`porchlight audit export`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.audit.models import LogEntry
+from app.log import checkpoints
+from app.log.keys import LogSigner
+from app.log.models import LogAuditor, LogCosignature
+
+# Report line -> the action whose entries it counts (one entry per event).
+REPORT_ACTIONS: dict[str, str] = {
+    "requests_received": "request:submit",
+    "rejected_at_review": "request:reject",
+    "approved": "request:approve",
+    "residents_asked": "ask:create",
+    "consents": "ask:consent",
+    "declines": "ask:decline",
+    "asks_expired": "ask:expire",
+    "clips_shared": "clip:share",
+    "downloads": "clip:download",
+    "purges": "clip:purge",
+}
+
+
+@dataclass(frozen=True)
+class EntryView:
+    """One entry as auditors read it: the indexed columns, the parsed entry, its bytes."""
+
+    index: int
+    time: str
+    actor: str
+    action: str
+    subject: str
+    details: Any
+    entry: str  # base64 of the canonical bytes
+    leaf_hash: str  # hex
+
+
+def _view(row: LogEntry) -> EntryView:
+    data = bytes(row.entry)
+    try:
+        document = json.loads(data)
+        time, details = str(document["time"]), document.get("details")
+    except (ValueError, KeyError, TypeError):
+        # Served as stored even when unparseable: `audit verify` is what judges the bytes.
+        time, details = row.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), None
+    return EntryView(
+        index=row.index,
+        time=time,
+        actor=row.actor,
+        action=row.action,
+        subject=row.subject,
+        details=details,
+        entry=base64.b64encode(data).decode("ascii"),
+        leaf_hash=bytes(row.leaf_hash).hex(),
+    )
+
+
+def entries(
+    session: Session, *, start: int = 0, limit: int = 100, subject: str | None = None
+) -> list[EntryView]:
+    """Entries with index >= start (optionally only about `subject`), in index order."""
+    query = select(LogEntry).where(LogEntry.index >= start)
+    if subject is not None:
+        query = query.where(LogEntry.subject == subject)
+    rows = session.scalars(query.order_by(LogEntry.index).limit(limit))
+    return [_view(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class QuarterReport:
+    quarter: str  # "2026-Q4"
+    start: datetime
+    end: datetime
+    counts: dict[str, int]
+
+
+def _quarter_start(moment: datetime) -> datetime:
+    return datetime(moment.year, 3 * ((moment.month - 1) // 3) + 1, 1, tzinfo=UTC)
+
+
+def _next_quarter(start: datetime) -> datetime:
+    month = start.month + 3
+    return datetime(start.year + (month > 12), (month - 1) % 12 + 1, 1, tzinfo=UTC)
+
+
+def transparency_report(session: Session, now: datetime) -> list[QuarterReport]:
+    """Counts per quarter, from the first quarter with a counted entry to the current one."""
+    actions = list(REPORT_ACTIONS.values())
+    first = session.scalar(
+        select(func.min(LogEntry.created_at)).where(LogEntry.action.in_(actions))
+    )
+    if isinstance(first, str):  # SQLite aggregates bypass the column type
+        first = datetime.fromisoformat(first)
+    if first is not None and first.tzinfo is None:
+        first = first.replace(tzinfo=UTC)
+    quarter = _quarter_start(min(first, now) if first is not None else now)
+    reports: list[QuarterReport] = []
+    while quarter <= now:
+        end = _next_quarter(quarter)
+        rows = session.execute(
+            select(LogEntry.action, func.count())
+            .where(
+                LogEntry.action.in_(actions),
+                LogEntry.created_at >= quarter,
+                LogEntry.created_at < end,
+            )
+            .group_by(LogEntry.action)
+        )
+        by_action = {action: int(count) for action, count in rows}
+        reports.append(
+            QuarterReport(
+                quarter=f"{quarter.year}-Q{(quarter.month - 1) // 3 + 1}",
+                start=quarter,
+                end=end,
+                counts={line: by_action.get(action, 0) for line, action in REPORT_ACTIONS.items()},
+            )
+        )
+        quarter = end
+    return reports
+
+
+@dataclass(frozen=True)
+class PublicLog:
+    """What the public page shows: the latest checkpoint, cosigned, and how to check it."""
+
+    origin: str
+    verifier_key: str
+    size: int
+    root_hash: str  # base64, as in the checkpoint
+    published_at: datetime | None
+    checkpoint: str  # the signed note with cosignatures
+    cosigners: list[str]  # names of the auditor keys that cosigned it
+    auditor_keys: list[str]  # every registered, unrevoked cosigner verifier key
+
+
+def public_log(session: Session, signer: LogSigner) -> PublicLog | None:
+    """The current cosigned checkpoint and verifier key (None before the first checkpoint)."""
+    row = checkpoints.latest(session)
+    if row is None:
+        return None
+    names: Sequence[str] = session.scalars(
+        select(LogAuditor.name)
+        .join(LogCosignature, LogCosignature.auditor_id == LogAuditor.id)
+        .where(LogCosignature.checkpoint_id == row.id)
+        .order_by(LogAuditor.name)
+    ).all()
+    keys = session.scalars(
+        select(LogAuditor.verifier_key)
+        .where(LogAuditor.revoked_at.is_(None))
+        .order_by(LogAuditor.id)
+    ).all()
+    return PublicLog(
+        origin=signer.origin,
+        verifier_key=signer.verifier_key,
+        size=row.size,
+        root_hash=base64.b64encode(bytes(row.root_hash)).decode("ascii"),
+        published_at=row.created_at,
+        checkpoint=checkpoints.served_text(session, row),
+        cosigners=list(names),
+        auditor_keys=list(keys),
+    )

@@ -1,0 +1,140 @@
+"""The Merkle tree over the log (RFC 9162 section 2.1), stored as complete-subtree hashes.
+
+Node (level, index) is the hash of leaves [index * 2**level, (index + 1) * 2**level), one row
+of `log_tree_nodes` each, leaves included (see app.log.models for why nodes rather than stored
+tiles). `store_leaves` runs inside `app.audit.service.append`, under
+the log head's lock and in the entry's transaction, so the nodes always describe exactly the
+committed entries. Everything else here only reads: roots, proofs, c2sp tlog-tiles hash tiles
+and entry bundles, each from O(log n) rows or one contiguous range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import insert, select, tuple_
+from sqlalchemy.orm import Session
+
+from app.audit.models import LogEntry, LogHead
+from app.log.models import LogTreeNode
+from porchlight.tlog.merkle import (
+    NodeReader,
+    append_leaves,
+    complete_levels,
+    consistency_proof,
+    inclusion_proof,
+    tree_root,
+)
+from porchlight.tlog.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, encode_bundle, level_width
+
+# Rows per INSERT when loading many nodes at once (well under every driver's parameter limit).
+_CHUNK = 5000
+
+
+class MissingNodes(LookupError):
+    """Stored hashes the tree needs are absent: the database is damaged or was edited."""
+
+
+def node_reader(session: Session) -> NodeReader:
+    """A `porchlight.tlog.merkle.NodeReader` over the stored tree (one query per call)."""
+
+    def read(nodes: Sequence[tuple[int, int]]) -> list[bytes]:
+        if not nodes:
+            return []
+        rows = session.execute(
+            select(LogTreeNode.level, LogTreeNode.index, LogTreeNode.hash).where(
+                tuple_(LogTreeNode.level, LogTreeNode.index).in_(list(nodes))
+            )
+        )
+        found = {(level, index): bytes(value) for level, index, value in rows}
+        missing = [node for node in nodes if node not in found]
+        if missing:
+            raise MissingNodes(f"stored tree is missing node(s) {missing[:5]}")
+        return [found[node] for node in nodes]
+
+    return read
+
+
+def store_leaves(session: Session, start: int, leaf_hashes: Sequence[bytes]) -> None:
+    """Store leaves start, start+1, ... and the inner nodes they complete.
+
+    Reads at most one older node per level (the left siblings), inserts on average two rows
+    per leaf. Must run under the log head's lock, in the transaction that adds the entries.
+    """
+    created = append_leaves(start, leaf_hashes, node_reader(session))
+    rows = [{"level": level, "index": index, "hash": value} for level, index, value in created]
+    for offset in range(0, len(rows), _CHUNK):
+        session.execute(insert(LogTreeNode), rows[offset : offset + _CHUNK])
+
+
+def store_all_levels(session: Session, leaf_hashes: Sequence[bytes]) -> None:
+    """Insert every node of the tree over `leaf_hashes` (into an empty node table, leaves
+    0..n-1). For loading a large log in bulk; the same hashing as appends."""
+    rows = [
+        {"level": level, "index": index, "hash": value}
+        for level, hashes in enumerate(complete_levels(list(leaf_hashes)))
+        for index, value in enumerate(hashes)
+    ]
+    for offset in range(0, len(rows), _CHUNK):
+        session.execute(insert(LogTreeNode), rows[offset : offset + _CHUNK])
+
+
+def committed_size(session: Session) -> int:
+    """The tree size this transaction sees (committed entries, plus its own)."""
+    return session.execute(select(LogHead.size).where(LogHead.id == 1)).scalar_one()
+
+
+def root_hash(session: Session, size: int) -> bytes:
+    """MTH of the first `size` entries, from at most log2(size) stored nodes."""
+    return tree_root(size, node_reader(session))
+
+
+def inclusion(session: Session, index: int, size: int) -> list[bytes]:
+    """RFC 9162 2.1.3.1 inclusion proof of entry `index` in the tree of `size` entries."""
+    return inclusion_proof(index, size, node_reader(session))
+
+
+def consistency(session: Session, size1: int, size2: int) -> list[bytes]:
+    """RFC 9162 2.1.4.1 consistency proof from size1 to size2 (0 < size1 <= size2)."""
+    return consistency_proof(size1, size2, node_reader(session))
+
+
+def hash_tile(session: Session, tile: Tile, size: int) -> bytes | None:
+    """A tlog-tiles hash tile of the tree of `size` entries, or None if it has no such tile.
+
+    A tile at level L holds the nodes at tree level 8L; any width up to what `size` has is
+    served, so a client holding an older checkpoint still gets the partial tile it names.
+    Level-0 tiles come from the node table, not from `log_entries`: the tree records what was
+    appended, so an entry edited afterwards disagrees with its tile and auditors name it.
+    Served as stored (even if rows are missing): judging them is the auditor's job.
+    """
+    assert tile.level is not None
+    level, first = TILE_HEIGHT * tile.level, tile.index * TILE_WIDTH
+    if first + tile.width > level_width(size, tile.level):
+        return None
+    query = (
+        select(LogTreeNode.hash)
+        .where(
+            LogTreeNode.level == level,
+            LogTreeNode.index >= first,
+            LogTreeNode.index < first + tile.width,
+        )
+        .order_by(LogTreeNode.index)
+    )
+    return b"".join(bytes(value) for value in session.scalars(query))
+
+
+def entry_bundle(session: Session, tile: Tile, size: int) -> bytes | None:
+    """A tlog-tiles entry bundle of the log of `size` entries, or None if it has none.
+
+    Served from the rows as they are: if the table was edited, auditors see the edit.
+    """
+    first = tile.index * TILE_WIDTH
+    if first + tile.width > size:
+        return None
+    rows = session.scalars(
+        select(LogEntry.entry)
+        .where(LogEntry.index >= first, LogEntry.index < first + tile.width)
+        .order_by(LogEntry.index)
+    )
+    return encode_bundle(bytes(entry) for entry in rows)
