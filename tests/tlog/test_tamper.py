@@ -258,3 +258,17 @@ def test_any_changed_entry_byte_is_named(
     entries[target] = bytes(changed)
     write_bundles_only(directory, entries)
     assert _first_bad_entry(directory).entry == target
+
+
+def test_same_size_equivocation_is_detected(log: Path, entries: list[bytes]) -> None:
+    # Two different trees of the same size, both signed: the second view is named.
+    previous = _verified(log)
+    other = list(entries)
+    other[SIZE - 3] = b"a different history"
+    write_tiles(log, other)
+    sign(log, other)
+    assert verify_log(DirectorySource(log), VKEY).checkpoint.size == SIZE
+    error = _first_bad_entry(log, previous)
+    assert error.path == "checkpoint"
+    assert f"inconsistent with the checkpoint verified before (size {SIZE}" in error.message
+    assert f"first differing entry is {SIZE - 3}" in error.message
