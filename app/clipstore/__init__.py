@@ -1,0 +1,18 @@
+"""Sealed-clip storage behind one interface: local disk now, an S3-compatible store later.
+
+The server only ever stores age ciphertext it cannot open. A blob becomes visible under its
+final key only once completely written and flushed to disk, so a crash mid-upload leaves at
+most a temporary file that no read ever returns.
+"""
+
+from app.clipstore.local import LocalClipStore
+from app.clipstore.store import BlobConflict, BlobTooLarge, BlobWriter, ClipStore, StoredBlob
+
+__all__ = [
+    "BlobConflict",
+    "BlobTooLarge",
+    "BlobWriter",
+    "ClipStore",
+    "LocalClipStore",
+    "StoredBlob",
+]

@@ -1,0 +1,1 @@
+"""Community policy: the limits every footage request is checked against (DESIGN defaults)."""

@@ -1,0 +1,134 @@
+"""Requests, reviews, asks and shared clips on the wire (docs/requests-api.md).
+
+Requester-facing shapes carry nothing about devices, locations, other asks or declines.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WarrantIn(Strict):
+    court: str = Field(min_length=1, max_length=200)
+    docket_number: str = Field(min_length=1, max_length=100)
+    judge: str = Field(min_length=1, max_length=200)
+    issued_on: date
+    expires_on: date
+    document_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class AreaIn(Strict):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    radius_m: int = Field(ge=1)
+
+
+class RequestIn(Strict):
+    warrant: WarrantIn
+    offence: str = Field(min_length=1, max_length=2000)
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    area: AreaIn
+
+
+class Warrant(BaseModel):
+    court: str
+    docket_number: str
+    judge: str
+    issued_on: date
+    expires_on: date
+    document_sha256: str
+
+
+class Area(BaseModel):
+    lat: float
+    lon: float
+    radius_m: int
+
+
+class RequestSummary(BaseModel):
+    id: int
+    state: str
+    offence: str
+    window_start: datetime
+    window_end: datetime
+    created_at: datetime
+
+
+class RequestOut(RequestSummary):
+    agency: str
+    jurisdiction: str
+    officer: str
+    warrant: Warrant
+    area: Area
+    decided_at: datetime | None
+    decision_reason: str | None
+    deadline: datetime | None
+    closed_at: datetime | None
+    access_until: datetime | None
+
+
+class ReviewIn(Strict):
+    decision: Literal["approve", "reject"]
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class AskRequest(BaseModel):
+    """What a resident (and their device) sees of the request behind an ask."""
+
+    id: int
+    agency: str
+    jurisdiction: str
+    officer: str
+    warrant: Warrant
+    offence: str
+    window_start: datetime
+    window_end: datetime
+    area: Area
+    state: str
+
+
+class DeviceAskOut(BaseModel):
+    ask_id: str
+    state: str
+    deadline: datetime
+    request: AskRequest
+    agency_recipient: str
+    clip_ids: list[str]
+    uploaded_clip_ids: list[str]
+
+
+class ResidentAskOut(DeviceAskOut):
+    device_id: int
+    device_name: str
+    revocable: bool
+
+
+class AskStateOut(BaseModel):
+    ask_id: str
+    state: str
+
+
+class UploadOut(BaseModel):
+    clip_id: str
+    size: int
+    ciphertext_sha256: str
+
+
+class SharedClipOut(BaseModel):
+    shared_clip_id: str
+    pseudonym: str
+    start: datetime
+    end: datetime
+    size: int
+    manifest: dict[str, Any]
+    manifest_signature: str
+    signer_public_key: str
+    downloadable: bool
