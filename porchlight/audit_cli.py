@@ -17,9 +17,9 @@ The HTTP contract these rely on (the server implements it; nothing else is assum
 - `POST /log/cosignatures` with JSON `{"checkpoint": <the checkpoint note text as fetched>,
   "cosignature": <one signature line "— <name> <base64>", no newline>}`. The cosignature is a
   c2sp.org/tlog-cosignature (type 0x04) signature over that checkpoint's body by a witness key
-  the server knows. The server answers 2xx when it accepted it; 4xx with a JSON
-  `{"detail": ...}` otherwise (unknown witness, bad signature, stale or unknown checkpoint,
-  or inconsistent with the last checkpoint this witness cosigned).
+  the server knows. The server answers 2xx when it accepted it; 4xx with the server's JSON
+  error `{"error": ..., "message": ...}` otherwise (unknown witness, bad signature, stale or
+  unknown checkpoint, or inconsistent with the last checkpoint this witness cosigned).
 - `GET /api/log/entries?subject=<subject>` and `GET /api/log/entries?start=<index>&limit=<n>`
   with `Authorization: Bearer <token>`: JSON, either a list of entries or an object whose
   `entries` key is that list. Each entry is an object with at least `index` (int), `time`
@@ -255,8 +255,10 @@ def _detail(response: httpx.Response) -> str:
         data = response.json()
     except ValueError:
         return response.text.strip()[:300]
-    if isinstance(data, dict) and "detail" in data:
-        return str(data["detail"])
+    if isinstance(data, dict):
+        for key in ("message", "detail"):
+            if key in data:
+                return str(data[key])
     return json.dumps(data)[:300]
 
 
