@@ -1,11 +1,13 @@
-"""Admin pages: people, invites, agencies and their keys, devices. No footage, no approvals."""
+"""Admin pages: people, invites, agencies and keys, devices, policy. No footage, no approvals."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import Depends, Form, Request
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from app.accounts import service as accounts
 from app.accounts.models import User
@@ -15,6 +17,8 @@ from app.deps import NowDep, PrincipalDep, SessionDep, SettingsDep, require
 from app.devices import service as devices
 from app.errors import AppError
 from app.permissions import Role
+from app.policy import service as policies
+from app.policy.schemas import PolicyIn
 from app.web.render import attempt, field_errors, page_router, render, see_other
 
 router = page_router(prefix="/admin", tags=["pages"])
@@ -213,3 +217,80 @@ def revoke_device(device_id: int, admin: DeviceAdmin, session: SessionDep, now: 
     """Revoke any device."""
     devices.revoke(session, admin, devices.get_device(session, device_id), now)
     return see_other("/admin/devices?done=revoked")
+
+
+PolicyAdmin = Annotated[User, Depends(require("policy:manage"))]
+POLICY_FIELDS = {
+    "max_window_hours": ("Longest time window a request may cover (hours)", ""),
+    "max_radius_m": ("Largest area radius (metres)", ""),
+    "max_open_per_agency": ("Requests one agency may have under review or open", ""),
+    "ask_deadline_days": ("Days a resident has to answer (silence means no)", ""),
+    "access_window_days": ("Days shared clips stay downloadable after a request closes", ""),
+    "reviewers_required": ("Reviewers who must approve (1 or 2)", ""),
+    "max_clip_bytes": ("Largest shared clip (bytes)", ""),
+}
+
+
+def _policy_page(
+    request: Request,
+    principal: PrincipalDep,
+    values: dict[str, str],
+    *,
+    errors: dict[str, str] | None = None,
+    saved: bool = False,
+    status_code: int = 200,
+) -> Response:
+    return render(
+        request,
+        "admin/policy.html",
+        {
+            "title": "Community policy",
+            "fields": POLICY_FIELDS,
+            "values": values,
+            "errors": errors or {},
+            "saved": saved,
+        },
+        principal=principal,
+        status_code=status_code,
+    )
+
+
+@router.get("/policy")
+def policy_page(
+    request: Request, _: PolicyAdmin, principal: PrincipalDep, session: SessionDep
+) -> Response:
+    """The community's request policy."""
+    current = asdict(policies.current(session))
+    return _policy_page(
+        request,
+        principal,
+        {k: str(v) for k, v in current.items()},
+        saved=request.query_params.get("done") == "saved",
+    )
+
+
+async def _policy_form(request: Request) -> dict[str, str]:
+    form = await request.form()
+    return {name: str(form.get(name, "")).strip() for name in POLICY_FIELDS}
+
+
+@router.post("/policy")
+def update_policy(
+    request: Request,
+    admin: PolicyAdmin,
+    principal: PrincipalDep,
+    session: SessionDep,
+    now: NowDep,
+    values: Annotated[dict[str, str], Depends(_policy_form)],
+) -> Response:
+    """Change the policy (bounded so a typo cannot switch a protection off; logged)."""
+    errors: dict[str, str] = {}
+    try:
+        checked = PolicyIn.model_validate(values)
+    except ValidationError as error:
+        for item in error.errors():
+            name = str(item["loc"][0]) if item["loc"] else ""
+            errors.setdefault(name if name in POLICY_FIELDS else "", str(item["msg"]))
+        return _policy_page(request, principal, values, errors=errors, status_code=422)
+    policies.update(session, admin, policies.Policy(**checked.model_dump()), now)
+    return see_other("/admin/policy?done=saved")

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.web import account_pages, admin_pages, public_pages, resident_pages, static_files
+from app.web import (
+    account_pages,
+    admin_pages,
+    auditor_pages,
+    public_pages,
+    requester_pages,
+    resident_pages,
+    reviewer_pages,
+    static_files,
+)
 
 
 def routers() -> list[APIRouter]:
@@ -13,5 +22,8 @@ def routers() -> list[APIRouter]:
         public_pages.router,
         account_pages.router,
         resident_pages.router,
+        reviewer_pages.router,
+        requester_pages.router,
+        auditor_pages.router,
         admin_pages.router,
     ]

@@ -1,10 +1,14 @@
-"""Public pages (no sign-in): the plain-language promises."""
+"""Public pages (no sign-in): the promises, the transparency report, the signed checkpoint."""
 
 from __future__ import annotations
 
 from fastapi import Request
 from fastapi.responses import Response
 
+from app.deps import NowDep, SessionDep
+from app.log import reports
+from app.log.keys import LogSigner
+from app.web import charts
 from app.web.render import VisitorDep, page_router, render
 
 router = page_router(tags=["pages"])
@@ -14,3 +18,40 @@ router = page_router(tags=["pages"])
 def promises(request: Request, principal: VisitorDep) -> Response:
     """What Porchlight promises, in plain words, and how each promise can be checked."""
     return render(request, "public/promises.html", {"title": "Our promises"}, principal=principal)
+
+
+@router.get("/transparency")
+def transparency(
+    request: Request, principal: VisitorDep, session: SessionDep, now: NowDep
+) -> Response:
+    """The quarterly transparency report, counted from the log, with a chart per quarter."""
+    quarters = list(reversed(reports.transparency_report(session, now)))
+    return render(
+        request,
+        "public/transparency.html",
+        {
+            "title": "Transparency report",
+            "quarters": [
+                {"report": q, "bars": charts.bars(q.counts), "height": charts.height(len(q.counts))}
+                for q in quarters
+            ],
+            "labels": charts.LABELS,
+        },
+        principal=principal,
+    )
+
+
+@router.get("/transparency/checkpoint")
+def public_checkpoint(request: Request, principal: VisitorDep, session: SessionDep) -> Response:
+    """The signed checkpoint, its cosignatures and the verifier key, for anyone."""
+    signer: LogSigner = request.app.state.log_signer
+    return render(
+        request,
+        "public/checkpoint.html",
+        {
+            "title": "Signed checkpoint",
+            "log": reports.public_log(session, signer),
+            "verifier_key": signer.verifier_key,
+        },
+        principal=principal,
+    )

@@ -1,18 +1,23 @@
-"""Resident pages: my devices (status, last seen, coarse location, enrol, revoke)."""
+"""Resident pages: my devices (status, last seen, location, enrol, revoke), my asks, history."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Form, Request
+from fastapi import BackgroundTasks, Depends, Form, Request
 from fastapi.responses import Response
+from sqlalchemy import select
 
 from app.accounts.models import User
+from app.clipstore import ClipStore
 from app.deps import NowDep, PrincipalDep, SessionDep, SettingsDep, require
 from app.devices import service as devices
 from app.devices.location import to_degrees
 from app.devices.models import Device
 from app.errors import AppError
+from app.requests import asks as ask_service
+from app.requests.models import SharedClip
 from app.web.render import attempt, page_router, render, see_other
 
 router = page_router(prefix="/resident", tags=["pages"])
@@ -134,3 +139,95 @@ def revoke_device(device_id: int, user: Resident, session: SessionDep, now: NowD
     device: Device = devices.own_device(session, user, device_id)
     devices.revoke(session, user, device, now)
     return see_other("/resident/devices?done=revoked")
+
+
+Answerer = Annotated[User, Depends(require("ask:answer"))]
+
+ASK_DONE = {
+    "declined": "You said no. The requester is not told who was asked or who said no.",
+    "revoked": "Consent withdrawn: the shared clips were deleted from the server.",
+}
+# What a resident is told about each ask state, in plain words.
+ASK_STATES = {
+    "pending": "Waiting for your answer (not answering means no)",
+    "consented": "You shared clips",
+    "declined": "You said no",
+    "expired": "Not answered in time: treated as no",
+    "revoked": "You withdrew your consent",
+}
+
+
+def _shared_by_ask(session: SessionDep, ask_ids: list[str]) -> dict[str, list[SharedClip]]:
+    # The clips this resident shared per ask (purged ones included, to show what happened).
+    rows = session.scalars(
+        select(SharedClip).where(SharedClip.ask_id.in_(ask_ids)).order_by(SharedClip.start)
+    ).all()
+    grouped: dict[str, list[SharedClip]] = {}
+    for clip in rows:
+        grouped.setdefault(clip.ask_id, []).append(clip)
+    return grouped
+
+
+def _asks_context(session: SessionDep, user: User, now: datetime) -> dict[str, object]:
+    all_asks = ask_service.resident_asks(session, user, now)
+    shared = _shared_by_ask(session, [a.ask_id for a in all_asks])
+    return {"asks": all_asks, "shared": shared, "ask_states": ASK_STATES}
+
+
+@router.get("/asks")
+def asks_page(
+    request: Request, user: Answerer, principal: PrincipalDep, session: SessionDep, now: NowDep
+) -> Response:
+    """Asks for my devices that still need or allow an action: the whole request is shown."""
+    context = _asks_context(session, user, now)
+    asks = context["asks"]
+    assert isinstance(asks, list)
+    context["asks"] = [a for a in asks if a.state == "pending" or a.revocable]
+    return render(
+        request,
+        "resident/asks.html",
+        {"title": "My asks", "done": ASK_DONE.get(request.query_params.get("done", "")), **context},
+        principal=principal,
+    )
+
+
+@router.get("/history")
+def history_page(
+    request: Request, user: Answerer, principal: PrincipalDep, session: SessionDep, now: NowDep
+) -> Response:
+    """Every request that ever reached my devices, and what I shared."""
+    return render(
+        request,
+        "resident/history.html",
+        {"title": "History", **_asks_context(session, user, now)},
+        principal=principal,
+    )
+
+
+@router.post("/asks/{ask_id}/decline")
+def decline_ask(ask_id: str, user: Answerer, session: SessionDep, now: NowDep) -> Response:
+    """Say no to an ask."""
+    ask_service.decline(
+        session, ask_service.resident_ask(session, user, ask_id), f"user:{user.id}", now
+    )
+    return see_other("/resident/asks?done=declined")
+
+
+@router.post("/asks/{ask_id}/revoke")
+def revoke_consent(
+    request: Request,
+    ask_id: str,
+    user: Answerer,
+    session: SessionDep,
+    background: BackgroundTasks,
+    now: NowDep,
+) -> Response:
+    """Withdraw a consent before the requester's first download; the blobs are deleted."""
+    keys = ask_service.revoke(session, user, ask_id, now)
+    store: ClipStore = request.app.state.clip_store
+    # After the commit, as the API route does; purged clips are never served meanwhile.
+    for key in keys:
+        background.add_task(store.delete, key)
+    response = see_other("/resident/asks?done=revoked")
+    response.background = background
+    return response
