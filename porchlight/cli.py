@@ -108,4 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Re-enter through the package module so command modules and this entry point share
+    # one CommandError class (run as a script, this file is a second module, `__main__`).
+    from porchlight.cli import main as package_main
+
+    sys.exit(package_main())
