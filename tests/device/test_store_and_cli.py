@@ -191,3 +191,23 @@ def test_cli_init_clips_json_and_status(tmp_path: Path, capsys: pytest.CaptureFi
     assert json.loads(capsys.readouterr().out) == []
     assert main(["device", "status", "--data-dir", str(home)]) == 0
     assert "clips            0" in capsys.readouterr().out
+
+
+def test_mask_preview_shows_what_the_camera_keeps(device_dir: DeviceDir, tmp_path: Path) -> None:
+    import cv2
+
+    from tests.testdata import require_testdata
+
+    video = require_testdata("video", "car-detection.mp4")
+    mask = "[[[0.0, 0.0], [0.5, 0.0], [0.5, 0.5], [0.0, 0.5]]]"
+    device_dir.write_config(**{"privacy_masks = []": f"privacy_masks = {mask}"})
+    out = tmp_path / "preview.png"
+    code, err = run_cli(
+        "mask-preview", "-o", str(out), "--source", str(video), "--data-dir", str(device_dir.path)
+    )
+    assert code == 0, err
+    image = cv2.imread(str(out))
+    h, w = image.shape[:2]
+    assert image[5 : h // 2 - 5, 5 : w // 2 - 5].max() == 0
+    assert image[h // 2 + 5 : h - 30, w // 2 + 5 :].mean() > 30
+    assert image[h // 2, w // 4][2] > 200  # the mask's outline is drawn in red
