@@ -37,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     invite.add_argument("--agency", type=int, help="agency id (required for requesters)")
     invite.set_defaults(handler=_invite)
 
+    log_key = commands.add_parser(
+        "log-key", help="print the log's verifier key (made on first use; the secret stays put)"
+    )
+    log_key.set_defaults(handler=_log_key)
+
 
 def _settings() -> Settings:
     from pydantic import ValidationError
@@ -172,6 +177,23 @@ def _invite(args: argparse.Namespace) -> int:
     print(
         f"invite {invite.id} for a {args.role}, single use, "
         f"expires {invite.expires_at:%Y-%m-%d %H:%M} UTC",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _log_key(_: argparse.Namespace) -> int:
+    from app.log.keys import LogKeyError, key_path, load_or_create
+
+    settings = _settings()
+    try:
+        signer = load_or_create(settings)
+    except (LogKeyError, OSError) as error:
+        raise CommandError(str(error), hint="check PORCHLIGHT_DATA_DIR") from None
+    print(signer.verifier_key)
+    print(
+        f"log origin {signer.origin}; signing key in {key_path(settings)} (mode 0600). "
+        "Auditors pass the line above to `porchlight audit verify --key`.",
         file=sys.stderr,
     )
     return 0
