@@ -52,7 +52,7 @@ def update(session: Session, by: User, policy: Policy, now: datetime) -> Policy:
         session,
         f"user:{by.id}",
         "policy:update",
-        "policy",
+        "policy:community",
         {"before": dict(asdict(before)), "after": dict(asdict(policy))},
         now=now,
     )

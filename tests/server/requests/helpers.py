@@ -85,7 +85,9 @@ class World:
         requester = self.community.person(Role.requester, agency_id=agency_id)
         return Agency(agency_id, identity, requester)
 
-    def located_device(self, owner: Person, north_m: float = 0, east_m: float = 0) -> EnrolledDevice:
+    def located_device(
+        self, owner: Person, north_m: float = 0, east_m: float = 0
+    ) -> EnrolledDevice:
         device = self.community.enrol_device(owner)
         lat, lon = offset(north_m, east_m)
         response = self.client.put(
@@ -135,7 +137,9 @@ class World:
         assert response.status_code == 201, response.text
         return dict(response.json())
 
-    def review(self, request_id: int, decision: str = "approve", reviewer: Person | None = None) -> httpx.Response:
+    def review(
+        self, request_id: int, decision: str = "approve", reviewer: Person | None = None
+    ) -> httpx.Response:
         return self.client.post(  # type: ignore[no-any-return]
             f"/api/requests/{request_id}/review",
             json={"decision": decision, "reason": "warrant checked against the court record"},
@@ -195,7 +199,9 @@ class World:
         buffer = io.BytesIO()
         with encryptor(buffer, [target]) as writer:
             writer.write(plaintext)
-        return SharedFile(clip_id, buffer.getvalue(), plaintext, start, start + timedelta(seconds=seconds))
+        return SharedFile(
+            clip_id, buffer.getvalue(), plaintext, start, start + timedelta(seconds=seconds)
+        )
 
     def upload_headers(
         self,
@@ -225,7 +231,9 @@ class World:
         headers["Content-Type"] = "application/octet-stream"
         return headers
 
-    def upload(self, device: EnrolledDevice, ask_id: str, shared: SharedFile, **options: Any) -> httpx.Response:
+    def upload(
+        self, device: EnrolledDevice, ask_id: str, shared: SharedFile, **options: Any
+    ) -> httpx.Response:
         body = options.pop("body", None)
         data = shared.data if body is None else body
         headers = self.upload_headers(device, ask_id, shared, body=data, **options)

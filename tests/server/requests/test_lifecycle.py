@@ -69,15 +69,20 @@ def test_full_lifecycle(community: Community, clock: Clock) -> None:
     item = listed[0]
     assert item["pseudonym"] == "Resident A"
     assert set(item) == {
-        "shared_clip_id", "pseudonym", "start", "end", "size", "manifest",
-        "manifest_signature", "signer_public_key", "downloadable",
+        "shared_clip_id",
+        "pseudonym",
+        "start",
+        "end",
+        "size",
+        "manifest",
+        "manifest_signature",
+        "signer_public_key",
+        "downloadable",
     }
     # The manifest is signed by the per-ask key, not the device key.
     manifest = ClipManifest(**item["manifest"])
     assert item["signer_public_key"] == manifest.device_key
-    device_key = base64.b64encode(
-        near_a.private_key.public_key().public_bytes_raw()
-    ).decode()
+    device_key = base64.b64encode(near_a.private_key.public_key().public_bytes_raw()).decode()
     assert manifest.device_key != device_key
     Ed25519PublicKey.from_public_bytes(base64.b64decode(manifest.device_key)).verify(
         base64.b64decode(item["manifest_signature"]), manifest.canonical_bytes()
@@ -94,7 +99,9 @@ def test_full_lifecycle(community: Community, clock: Clock) -> None:
     assert hashlib.sha256(shared_file.plaintext).hexdigest() == manifest.plaintext_sha256
 
     # The first download ends revocability.
-    revoke = community.client.post(f"/api/asks/{ask_a['ask_id']}/revoke", headers=community.auth(alice))
+    revoke = community.client.post(
+        f"/api/asks/{ask_a['ask_id']}/revoke", headers=community.auth(alice)
+    )
     assert revoke.status_code == 409, revoke.text
 
     closed = community.client.post(f"/api/requests/{created['id']}/close", headers=requester)
@@ -121,12 +128,21 @@ def test_full_lifecycle(community: Community, clock: Clock) -> None:
 
     actions = _log_actions(community)
     for action in (
-        "request:submit", "request:approve", "request:open", "ask:consent", "ask:decline",
-        "clip:share", "clip:download", "request:close", "request:expire", "clip:delete",
+        "request:submit",
+        "request:approve",
+        "request:open",
+        "ask:consent",
+        "ask:decline",
+        "clip:share",
+        "clip:download",
+        "request:close",
+        "request:expire",
+        "clip:delete",
     ):
         assert action in actions, action
     entries = community.client.get(
-        "/api/log/entries", params={"start": 0, "limit": 1000},
+        "/api/log/entries",
+        params={"start": 0, "limit": 1000},
         headers=community.auth(community.person(Role.auditor)),
     ).json()["entries"]
     consent_entry = next(e for e in entries if e["action"] == "ask:consent")
