@@ -215,7 +215,7 @@ class World:
     ) -> dict[str, str]:
         data = shared.data if body is None else body
         key = manifest_key or self.ask_keys[ask_id]
-        fields = {
+        fields: dict[str, Any] = {
             "clip_id": shared.clip_id,
             "device_key": public_key_text(key.public_key()),
             "start": format_time(shared.start),

@@ -173,7 +173,7 @@ def test_consent_replay_and_other_devices_ask(world: World) -> None:
 
 
 def test_bad_uploads_change_nothing(world: World) -> None:
-    device, ask, opened = _consented(world)
+    device, ask, _ = _consented(world)
     ask_id = ask["ask_id"]
     good = world.clip("clip-1")
     outside = world.clip("clip-2", start=world.community.now() - timedelta(hours=5))

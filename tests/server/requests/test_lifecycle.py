@@ -7,12 +7,11 @@ import base64
 import hashlib
 import io
 import json
-from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from app.scheduler import run_once
 from app.permissions import Role
+from app.scheduler import run_once
 from porchlight.age import decryptor
 from porchlight.manifest import ClipManifest
 from tests.server.factories import Clock, Community
