@@ -1,0 +1,152 @@
+"""Who may see and do what with requests and asks; what requesters can never learn."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from app.accounts.models import User
+from app.permissions import Role
+from tests.server.factories import Community
+from tests.server.requests.helpers import make_world
+
+
+def test_reviewer_rules_and_two_reviewer_policy(community: Community) -> None:
+    world = make_world(community)
+    admin = community.person(Role.admin)
+    policy = community.client.get("/api/policy", headers=community.auth(admin)).json()
+    assert policy == {
+        "max_window_hours": 48,
+        "max_radius_m": 500,
+        "max_open_per_agency": 5,
+        "ask_deadline_days": 7,
+        "access_window_days": 30,
+        "reviewers_required": 1,
+        "max_clip_bytes": 2 * 1024**3,
+    }
+    response = community.client.put(
+        "/api/policy", json=policy | {"reviewers_required": 2}, headers=community.auth(admin)
+    )
+    assert response.status_code == 200
+    created = world.submit()
+    # Accounts already refuse a reviewer with an agency; should one exist anyway (edited in
+    # the database), the review service still refuses it for its agency's requests.
+    insider = community.person(Role.reviewer)
+    with community.session() as session:
+        row = session.get(User, insider.id)
+        assert row is not None
+        row.agency_id = world.agency.id
+    listed = community.client.get("/api/reviews", headers=community.auth(insider)).json()
+    assert listed == []
+    before = community.counts()
+    refused = world.review(created["id"], reviewer=insider)
+    assert refused.status_code == 403, refused.text
+    assert community.counts() == before
+
+    first = world.review(created["id"])
+    assert first.json()["state"] == "submitted"
+    again = world.review(created["id"])
+    assert again.status_code == 409 and "another reviewer" in again.json()["message"]
+    second = world.review(created["id"], reviewer=community.person(Role.reviewer))
+    assert second.json()["state"] == "open"
+
+
+def test_rejection_sends_no_asks(community: Community) -> None:
+    world = make_world(community)
+    device = world.located_device(community.person(Role.resident))
+    created = world.submit()
+    rejected = world.review(created["id"], "reject")
+    assert rejected.json()["state"] == "rejected"
+    assert rejected.json()["decision_reason"]
+    assert world.device_asks(device) == []
+
+
+def test_ownership(community: Community) -> None:
+    world = make_world(community)
+    alice, bob = community.person(Role.resident), community.person(Role.resident)
+    device_a = world.located_device(alice)
+    world.located_device(bob)
+    opened = world.open_request()
+    ask_a = world.device_asks(device_a)[0]["ask_id"]
+
+    # Bob cannot see, decline or revoke Alice's ask.
+    bobs = community.client.get("/api/asks", headers=community.auth(bob)).json()
+    assert ask_a not in [a["ask_id"] for a in bobs] and len(bobs) == 1
+    for verb in ("decline", "revoke"):
+        response = community.client.post(f"/api/asks/{ask_a}/{verb}", headers=community.auth(bob))
+        assert response.status_code == 404
+    # Another agency's requester sees nothing of this request.
+    other = world.new_agency()
+    auth = community.auth(other.requester)
+    assert community.client.get("/api/requests", headers=auth).json() == []
+    for path in (f"/api/requests/{opened['id']}", f"/api/requests/{opened['id']}/shared"):
+        assert community.client.get(path, headers=auth).status_code == 404
+    assert (
+        community.client.post(f"/api/requests/{opened['id']}/close", headers=auth).status_code
+        == 404
+    )
+    # An auditor reads every request record.
+    auditor = community.auth(community.person(Role.auditor))
+    assert [r["id"] for r in community.client.get("/api/requests", headers=auditor).json()] == [
+        opened["id"]
+    ]
+    # Alice declines on the web account instead of the device.
+    declined = community.client.post(f"/api/asks/{ask_a}/decline", headers=community.auth(alice))
+    assert declined.json()["state"] == "declined"
+
+
+def _keys(document: Any) -> set[str]:
+    if isinstance(document, dict):
+        return set(document) | {k for v in document.values() for k in _keys(v)}
+    if isinstance(document, list):
+        return {k for v in document for k in _keys(v)}
+    return set()
+
+
+def test_requester_learns_nothing_about_other_residents(community: Community) -> None:
+    world = make_world(community)
+    residents = [community.person(Role.resident) for _ in range(4)]
+    devices = [world.located_device(r, 10 * i, 5 * i) for i, r in enumerate(residents)]
+    opened = world.open_request()
+    asks = [world.device_asks(d)[0]["ask_id"] for d in devices]
+    request_id = opened["id"]
+    requester = community.auth(world.agency.requester)
+
+    def requester_view() -> list[str]:
+        return [
+            community.client.get(path, headers=requester).text
+            for path in (
+                "/api/requests",
+                f"/api/requests/{request_id}",
+                f"/api/requests/{request_id}/shared",
+            )
+        ]
+
+    baseline = requester_view()
+    # Device 0 consents and shares; 1 declines; 2 consents then revokes; 3 stays silent.
+    for index in (0, 2):
+        assert world.consent(devices[index], asks[index], request_id, ["clip-1"]).status_code == 200
+        clip = world.clip("clip-1")
+        assert world.upload(devices[index], asks[index], clip).status_code == 201
+    world.device_call(devices[1], "POST", f"/api/device/asks/{asks[1]}/decline")
+    shared_before_revoke = world.shared(request_id)
+    assert [s["pseudonym"] for s in shared_before_revoke] == ["Resident A", "Resident B"]
+    revoked = community.client.post(
+        f"/api/asks/{asks[2]}/revoke", headers=community.auth(residents[2])
+    )
+    assert revoked.status_code == 200
+
+    views = requester_view()
+    shared = json.loads(views[2])
+    assert [s["pseudonym"] for s in shared] == ["Resident A"]
+    # Declines, silence and revocations leave the request and list views exactly as before.
+    assert json.loads(views[0]) == json.loads(baseline[0])
+    assert json.loads(views[1]) == json.loads(baseline[1])
+    forbidden_words = [*asks, "Resident B", "declin", "pending", "revok", "porch"]
+    forbidden_words += [r.username for r in residents]
+    for view in views:
+        for word in forbidden_words:
+            assert word not in view, word
+        keys = {k.lower() for k in _keys(json.loads(view))}
+        for part in ("ask", "count", "declin", "pending", "resident", "location", "latitude"):
+            assert not any(part in k for k in keys), (part, keys)
