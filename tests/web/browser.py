@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, ViewportSize
 
 REPO = Path(__file__).resolve().parents[2]
 AXE_JS = REPO / ".cache" / "npm" / "node_modules" / "axe-core" / "axe.min.js"
@@ -28,7 +28,7 @@ CHROMIUM_ARGS = [
 # Where screenshots of each journey's final page go (also copied into the test's tmp_path).
 SCREENSHOT_DIR = Path(os.environ.get("PORCHLIGHT_TEST_OUTPUT", REPO / "test-output")) / "web"
 # A small phone: every journey runs at this width.
-PHONE = {"width": 360, "height": 780}
+PHONE: ViewportSize = {"width": 360, "height": 780}
 
 
 def require_browser() -> None:
