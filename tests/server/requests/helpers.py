@@ -153,12 +153,18 @@ class World:
         assert response.json()["state"] == "open"
         return dict(response.json())
 
+    def stamp(self) -> int:
+        """Devices sign with the server's (test-moved) clock, as a synced Pi would."""
+        return int(self.community.now().timestamp())
+
     # -- device calls ------------------------------------------------------------------
     def device_call(
         self, device: EnrolledDevice, method: str, path: str, body: Any = None
     ) -> httpx.Response:
         content = b"" if body is None else json.dumps(body).encode()
-        headers = self.community.device_headers(device, method, path, content)
+        headers = self.community.device_headers(
+            device, method, path, content, timestamp=self.stamp()
+        )
         if content:
             headers["Content-Type"] = "application/json"
         return self.client.request(method, path, content=content, headers=headers)  # type: ignore[no-any-return]
@@ -226,7 +232,7 @@ class World:
         } | (manifest_changes or {})
         document = sign_manifest(ClipManifest(**fields), key)
         path = f"/api/device/asks/{ask_id}/clips/{shared.clip_id}"
-        headers = self.community.device_headers(device, "PUT", path, data)
+        headers = self.community.device_headers(device, "PUT", path, data, timestamp=self.stamp())
         headers[consent.MANIFEST_HEADER] = consent.manifest_header(document)
         headers["Content-Type"] = "application/octet-stream"
         return headers
