@@ -19,7 +19,7 @@ from app.errors import AppError
 from app.permissions import Role
 from app.policy import service as policies
 from app.policy.schemas import PolicyIn
-from app.web.render import attempt, field_errors, page_router, render, see_other
+from app.web.render import attempt, field_errors, page_router, public_url, render, see_other
 
 router = page_router(prefix="/admin", tags=["pages"])
 
@@ -76,7 +76,7 @@ def _invites_page(
             "code": code,
             "errors": errors or {},
             "values": values or {},
-            "public_url": str(request.base_url).rstrip("/"),
+            "public_url": public_url(request),
         },
         principal=principal,
         status_code=status_code,

@@ -173,3 +173,9 @@ def field_errors(message: str, fields: list[str]) -> dict[str, str]:
         if field.lower() in lowered or field.replace("_", " ").lower() in lowered:
             return {field: message}
     return {"": message}
+
+
+def public_url(request: Request) -> str:
+    """The address people and cameras use: the configured public URL, else this request's."""
+    configured: str = request.app.state.settings.public_url
+    return (configured or str(request.base_url)).rstrip("/")

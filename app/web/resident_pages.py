@@ -18,7 +18,7 @@ from app.devices.models import Device
 from app.errors import AppError
 from app.requests import asks as ask_service
 from app.requests.models import SharedClip
-from app.web.render import attempt, page_router, render, see_other
+from app.web.render import attempt, page_router, public_url, render, see_other
 
 router = page_router(prefix="/resident", tags=["pages"])
 
@@ -55,6 +55,7 @@ def _devices_page(
                 for d in rows
             ],
             "enrolment_code": enrolment_code,
+            "server_url": public_url(request),
             "errors": errors or {},
             "values": values or {},
             "done": DONE.get(request.query_params.get("done", "")),

@@ -232,12 +232,49 @@ def test_requester_downloads_the_shared_clip(
     assert revoke.status_code == 409
 
 
+def test_resident_withdraws_a_consent_before_any_download(
+    site: Site, story: Story, page: Page, tmp_path: Path
+) -> None:
+    world = story.world
+    third = world.open_request(offence="Graffiti on the bus shelter")["id"]
+    ask_id = next(
+        a["ask_id"] for a in world.device_asks(story.device) if a["request"]["id"] == third
+    )
+    clip = world.clip("clip-0002", start=site.community.now() - timedelta(hours=2))
+    assert world.consent(story.device, ask_id, third, [clip.clip_id]).status_code == 200
+    assert world.upload(story.device, ask_id, clip).status_code in (200, 201)
+    assert len(world.shared(third)) == 1
+    journey = Journey(page, site.url, "resident-withdraw", tmp_path)
+    journey.sign_in(story.resident.username, story.resident.password)
+    journey.goto("/resident/asks")
+    page.get_by_role("button", name=f"Withdraw consent for request #{third}").click()
+    expect(page.get_by_text("Consent withdrawn")).to_be_visible()
+    journey.check()
+    assert world.shared(third) == []
+    journey.goto("/resident/history")
+    card = page.get_by_role("region", name=f"Request #{third}:")
+    expect(card).to_contain_text("You withdrew your consent")
+    expect(card).to_contain_text("deleted from the server")
+    journey.screenshot()
+    story.requests.append(third)
+
+
 def test_auditor_reads_a_timeline_and_the_verified_checkpoint(
     site: Site, story: Story, page: Page, tmp_path: Path
 ) -> None:
     shared = story.requests[1]
     journey = Journey(page, site.url, "auditor", tmp_path)
-    journey.sign_in(story.auditor.username, story.auditor.password)
+    journey.goto("/audit/checkpoint")  # signed out: sent to the login page, then back
+    assert "/login?next=" in page.url
+    # Keyboard only: type, Tab to the password, Enter submits.
+    page.get_by_label("User name").focus()
+    page.keyboard.type(story.auditor.username)
+    page.keyboard.press("Tab")
+    page.keyboard.type(story.auditor.password)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Latest checkpoint")).to_be_visible()
+    journey.check()
+    journey.goto("/audit/requests")
     page.get_by_role("link", name=f"Request #{shared}", exact=True).click()
     journey.check()
     timeline = page.locator("#timeline")
@@ -256,12 +293,19 @@ def test_auditor_reads_a_timeline_and_the_verified_checkpoint(
     expect(page.locator("#checkpoint-status")).to_contain_text("Verified")
     expect(page.get_by_text("recomputed from all")).to_be_visible()
     journey.screenshot()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_text("You are signed out.")).to_be_visible()
+    page.goto(site.url + "/audit/log")
+    assert "/login?next=%2Faudit%2Flog" in page.url
 
 
 def test_public_sees_the_report_and_checkpoint(
     site: Site, story: Story, page: Page, tmp_path: Path
 ) -> None:
     journey = Journey(page, site.url, "public", tmp_path)
+    journey.goto("/")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
     journey.goto("/promises")
     journey.goto("/transparency/checkpoint")
     verifier_key = site.app.state.log_signer.verifier_key
@@ -273,9 +317,9 @@ def test_public_sees_the_report_and_checkpoint(
     expect(chart).to_be_visible()
     title = chart.locator("title").text_content() or ""
     for line in (
-        "Requests received 2",
-        "Approved 2",
-        "Residents who shared 1",
+        "Requests received 3",
+        "Approved 3",
+        "Residents who shared 2",
         "Residents who said no 1",
         "Clip downloads 1",
     ):
