@@ -81,9 +81,9 @@ def tamper(database_url: str, kind: str, at: int, other: int) -> None:
             row = session.get(LogEntry, at)
             assert row is not None
             if kind == "byte":
-                data = bytearray(row.entry)
-                data[len(data) // 2] ^= 0x01
-                row.entry = bytes(data)
+                flipped = bytearray(row.entry)
+                flipped[len(flipped) // 2] ^= 0x01
+                row.entry = bytes(flipped)
             elif kind == "delete":
                 session.delete(row)
                 session.flush()
