@@ -66,6 +66,23 @@ def test_admin_invites_and_revokes(site: Site, page: Page, tmp_path: Path) -> No
     journey.goto("/admin/invites")
     expect(page.get_by_role("row").filter(has_text="resident").last).not_to_contain_text("Not yet")
 
+    journey.goto("/admin/policy")
+    page.get_by_label("Largest area radius (metres)").fill("0")
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.locator("#e-max_radius_m")).to_contain_text("greater than or equal to 10")
+    journey.check()
+    page.get_by_label("Largest area radius (metres)").fill("400")
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.get_by_text("Policy saved")).to_be_visible()
+    expect(page.get_by_label("Largest area radius (metres)")).to_have_value("400")
+    journey.check()
+
+    # Footage and approvals are not the admin's: the reviewer's page is refused.
+    refused = page.goto(site.url + "/review")
+    assert refused is not None and refused.status == 403
+    expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+    journey.check()
+
     journey.goto("/admin/devices")
     page.get_by_role("button", name=f"Revoke side gate (#{device.id})").click()
     expect(page.get_by_text("Device revoked")).to_be_visible()

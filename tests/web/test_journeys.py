@@ -275,6 +275,10 @@ def test_auditor_reads_a_timeline_and_the_verified_checkpoint(
     expect(page.get_by_role("heading", name="Latest checkpoint")).to_be_visible()
     journey.check()
     journey.goto("/audit/requests")
+    with page.expect_download() as export:
+        page.get_by_role("link", name="Export all requests (CSV)").click()
+    rows = Path(export.value.path()).read_text().splitlines()
+    assert rows[0].startswith("id,state,agency_id") and len(rows) == 1 + len(story.requests)
     page.get_by_role("link", name=f"Request #{shared}", exact=True).click()
     journey.check()
     timeline = page.locator("#timeline")
