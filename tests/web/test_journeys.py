@@ -22,6 +22,8 @@ from playwright.sync_api import Page, expect
 
 from app.permissions import Role
 from porchlight.age import decryptor
+from porchlight.tlog.checkpoint import cosign
+from porchlight.tlog.note import ALG_COSIGNATURE_V1, CosignatureSigner, generate_signer
 from tests.server.factories import EnrolledDevice, Person
 from tests.server.requests.helpers import CENTRE, World, make_world
 from tests.web.browser import Journey
@@ -293,8 +295,22 @@ def test_auditor_reads_a_timeline_and_the_verified_checkpoint(
     timeline.get_by_role("link").first.click()
     expect(page.get_by_role("heading", name="Inclusion proof")).to_be_visible()
     journey.check()
+    # The auditor cosigns the latest checkpoint with their own witness key (c2sp
+    # tlog-cosignature), as `porchlight audit cosign` does.
+    client, auth = site.community.client, site.community.auth(story.auditor)
+    witness = generate_signer("auditor.example/witness", ALG_COSIGNATURE_V1)
+    assert isinstance(witness, CosignatureSigner)
+    registered = client.post(
+        "/api/log/auditor-keys", json={"verifier_key": witness.verifier().vkey()}, headers=auth
+    )
+    assert registered.status_code == 201, registered.text
+    latest = client.get("/log/checkpoint").text
+    line = cosign(latest, witness).line()
+    accepted = client.post("/log/cosignatures", json={"checkpoint": latest, "cosignature": line})
+    assert accepted.status_code == 201, accepted.text
     journey.goto("/audit/checkpoint")
     expect(page.locator("#checkpoint-status")).to_contain_text("Verified")
+    expect(page.get_by_text("Valid by auditor.example/witness")).to_be_visible()
     expect(page.get_by_text("recomputed from all")).to_be_visible()
     journey.screenshot()
     page.get_by_role("button", name="Sign out").click()
