@@ -1,7 +1,9 @@
 """File-to-file age operations and identity files (c2sp.org/age).
 
-`encrypt_file` and `decrypt_file` run the overlapped pipeline of `porchlight.age.pipeline`
-with memory that does not grow with the file.
+`encrypt_file` and `decrypt_file` split a regular file of 8 MiB or more across one
+forked worker per core (`porchlight.age.parallel`), and otherwise run the overlapped
+one-thread pipeline of `porchlight.age.pipeline`; either way memory does not grow with
+the file and the output bytes are the same.
 
 Outputs are written to a temporary name in the destination's directory (mode 0600) and
 renamed into place only on success; on any failure the temporary file is deleted, so a
@@ -16,8 +18,9 @@ from __future__ import annotations
 import datetime
 import io
 import os
+import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, TypeAlias
@@ -44,6 +47,13 @@ from porchlight.age.keys import (
     ScryptRecipient,
     X25519Identity,
     parse_identities,
+)
+from porchlight.age.parallel import (
+    open_layout,
+    open_parallel,
+    seal_layout,
+    seal_parallel,
+    worker_count,
 )
 from porchlight.age.pipeline import (
     BLOCK_CHUNKS,
@@ -87,6 +97,11 @@ def atomic_output(path: StrPath, *, durable: bool = False) -> Iterator[BinaryIO]
         raise
 
 
+def _regular_size(handle: BinaryIO) -> int | None:
+    info = os.fstat(handle.fileno())
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
 def encrypt_file(
     src_path: StrPath,
     dst_path: StrPath,
@@ -94,8 +109,14 @@ def encrypt_file(
     armor: bool = False,
     *,
     progress: Progress | None = None,
+    workers: int | None = None,
+    randbytes: Callable[[int], bytes] = os.urandom,
 ) -> None:
-    """Encrypt one file to another, overlapping I/O and sealing; no partial output on error."""
+    """Encrypt one file to another on every core; no partial output on error.
+
+    workers: None for one per usable core, 1 for the one-process pipeline. randbytes
+    draws the file key and payload nonce (recipients draw their own randomness).
+    """
     with open(src_path, "rb", buffering=0) as src, atomic_output(dst_path) as dst:
         if armor:
             # Armor is for small, pasted files; the plain streaming path is fast enough.
@@ -103,9 +124,25 @@ def encrypt_file(
                 while block := src.read(_COPY_SIZE):
                     writer.write(block)
             return
-        file_key = os.urandom(FILE_KEY_SIZE)
-        nonce = os.urandom(NONCE_SIZE)
-        write_all(dst, build_header(recipients, file_key) + nonce)
+        file_key = randbytes(FILE_KEY_SIZE)
+        nonce = randbytes(NONCE_SIZE)
+        head = build_header(recipients, file_key) + nonce
+        size = _regular_size(src)
+        count = 1 if size is None else worker_count(size, workers)
+        if size is not None and count > 1:
+            layout = seal_layout(size, len(head))
+            os.ftruncate(dst.fileno(), layout.dst_end)
+            write_all(dst, head)
+            seal_parallel(
+                src.fileno(),
+                dst.fileno(),
+                layout,
+                payload_key(file_key, nonce),
+                count,
+                progress,
+            )
+            return
+        write_all(dst, head)
         run_pipeline(
             src,
             dst,
@@ -122,8 +159,12 @@ def decrypt_file(
     identities: Sequence[Identity],
     *,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> None:
-    """Decrypt one file to another; the output appears only if the whole file authenticates."""
+    """Decrypt one file to another; the output appears only if the whole file authenticates.
+
+    workers: None for one per usable core, 1 for the one-process pipeline.
+    """
     with open(src_path, "rb") as head:
         start = read_exact(head, 1100)
         head.seek(0)
@@ -143,6 +184,20 @@ def decrypt_file(
                     write_all(dst, block)
             return
         with open(src_path, "rb", buffering=0) as src:
+            size = _regular_size(src)
+            count = 1 if size is None else worker_count(size - payload_start, workers)
+            if size is not None and count > 1:
+                layout = open_layout(payload_start, size)
+                os.ftruncate(dst.fileno(), layout.dst_end)
+                open_parallel(
+                    src.fileno(),
+                    dst.fileno(),
+                    layout,
+                    payload_key(file_key, nonce),
+                    count,
+                    progress,
+                )
+                return
             run_pipeline(
                 src,
                 dst,

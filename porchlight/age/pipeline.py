@@ -300,9 +300,10 @@ def _pipeline_mapped(
         raise errors[0]
 
 
-def sealer(key: bytes) -> Transform:
+def sealer(key: bytes, first_index: int = 0) -> Transform:
+    """Seal blocks of whole chunks in order, starting at chunk first_index."""
     aead = ChaCha20Poly1305(key)
-    index = 0
+    index = first_index
 
     def seal(block: memoryview, final: bool, out: bytearray) -> int:
         nonlocal index
@@ -323,9 +324,10 @@ def sealer(key: bytes) -> Transform:
     return seal
 
 
-def opener(key: bytes) -> Transform:
+def opener(key: bytes, first_index: int = 0) -> Transform:
+    """Open blocks of whole chunks in order, starting at chunk first_index."""
     aead = ChaCha20Poly1305(key)
-    index = 0
+    index = first_index
 
     def open_block(block: memoryview, final: bool, out: bytearray) -> int:
         nonlocal index

@@ -1,0 +1,352 @@
+"""Sealing or opening one file's payload in several processes (c2sp.org/age, "Payload").
+
+STREAM fixes every chunk's place in advance: chunk i holds plaintext bytes
+[i * 64 KiB, (i + 1) * 64 KiB) and sits at ciphertext offset i * (64 KiB + 16), its nonce
+is the counter i, and only the last chunk carries the final flag. So a file's chunks can
+be split into contiguous ranges, each sealed (or opened) by its own worker and written at
+its exact offset in a preallocated output, with results byte-identical to the one-thread
+pipeline.
+
+Workers are forked processes, not threads: cryptography's ChaCha20Poly1305 holds the GIL
+(see `porchlight.age.pipeline`), so threads would take turns on one core. Each worker maps
+the source read-only, transforms 1 MiB blocks into one reused buffer and `pwrite`s them,
+dropping the pages it has used from its mapping so memory stays flat. Workers report
+progress and errors to the parent over a pipe and leave with `os._exit`, never running
+the parent's cleanup code. The parent kills and reaps every worker before it returns or
+raises, so the caller's temporary output can be removed with nobody still writing to it.
+
+Forking is only done from a single-threaded process: a fork taken while another thread
+holds a lock (in OpenSSL, say) could leave the worker waiting forever for it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import mmap
+import os
+import select
+import signal
+import struct
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+
+from porchlight.age.errors import AgeError, AuthenticationError, MalformedError
+from porchlight.age.pipeline import BLOCK_CHUNKS, Progress, Transform, opener, sealer
+from porchlight.age.stream import CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, TAG_SIZE
+
+# Below this many payload bytes the fork costs more than a second core saves.
+PARALLEL_FROM = 8 * 1024 * 1024
+# Each worker's range is at least this long, so small files do not fan out to many.
+_MIN_SHARE = 4 * 1024 * 1024
+_MAX_WORKERS = 8
+# Drop used source pages from a worker's mapping every this many bytes.
+_DROP_EVERY = 8 * BLOCK_CHUNKS * ENCRYPTED_CHUNK_SIZE
+
+# Messages from a worker: a kind byte and an 8-byte little-endian length or count.
+_HEAD = struct.Struct("<cQ")
+_PROGRESS = b"P"
+_FAILURE = b"E"
+# Error kinds a worker can report, so the parent raises the same class with the same text.
+_KINDS: dict[str, type[Exception]] = {
+    "authentication": AuthenticationError,
+    "malformed": MalformedError,
+    "age": AgeError,
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a payload's chunks are read from and written to.
+
+    Chunk i occupies [src_start + i * src_chunk, ...) in the source, up to src_end for the
+    last one, and is written at dst_start + i * dst_chunk.
+    """
+
+    chunks: int
+    src_start: int
+    src_end: int
+    src_chunk: int
+    dst_start: int
+    dst_chunk: int
+    dst_end: int
+
+
+def seal_layout(plaintext_size: int, header_size: int) -> Layout:
+    """The layout of sealing plaintext_size bytes behind a header (and nonce) of header_size."""
+    chunks = max(1, -(-plaintext_size // CHUNK_SIZE))
+    return Layout(
+        chunks=chunks,
+        src_start=0,
+        src_end=plaintext_size,
+        src_chunk=CHUNK_SIZE,
+        dst_start=header_size,
+        dst_chunk=ENCRYPTED_CHUNK_SIZE,
+        dst_end=header_size + plaintext_size + chunks * TAG_SIZE,
+    )
+
+
+def open_layout(payload_start: int, file_size: int) -> Layout:
+    """The layout of opening the payload from payload_start to file_size.
+
+    Raises the streaming pipeline's errors, with its messages, for lengths no sequence of
+    chunks can have.
+    """
+    length = file_size - payload_start
+    if length <= 0:
+        raise AuthenticationError("the payload is empty: the file was truncated")
+    chunks = -(-length // ENCRYPTED_CHUNK_SIZE)
+    last_size = length - (chunks - 1) * ENCRYPTED_CHUNK_SIZE
+    if last_size < TAG_SIZE:
+        raise AuthenticationError("the final chunk is cut short: the file was truncated")
+    if last_size == TAG_SIZE and chunks > 1:
+        raise AuthenticationError("the final chunk is empty, which age forbids")
+    return Layout(
+        chunks=chunks,
+        src_start=payload_start,
+        src_end=file_size,
+        src_chunk=ENCRYPTED_CHUNK_SIZE,
+        dst_start=0,
+        dst_chunk=CHUNK_SIZE,
+        dst_end=length - chunks * TAG_SIZE,
+    )
+
+
+def worker_count(payload_size: int, requested: int | None = None) -> int:
+    """How many workers to use for a payload; 1 means use the streaming pipeline.
+
+    requested overrides the number of usable cores (tests force several workers on a
+    one-core machine that way); size and process state can still bring it down to 1.
+    """
+    if payload_size < PARALLEL_FROM or not hasattr(os, "fork"):
+        return 1
+    if threading.active_count() > 1:
+        return 1
+    if requested is None:
+        try:
+            requested = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            requested = os.cpu_count() or 1
+    return max(1, min(requested, _MAX_WORKERS, payload_size // _MIN_SHARE))
+
+
+def seal_parallel(
+    src_fd: int,
+    dst_fd: int,
+    layout: Layout,
+    key: bytes,
+    workers: int,
+    progress: Progress | None = None,
+) -> None:
+    """Seal the source's plaintext into dst_fd (already holding the header) with workers."""
+    _run(src_fd, dst_fd, layout, lambda first: sealer(key, first), workers, progress)
+
+
+def open_parallel(
+    src_fd: int,
+    dst_fd: int,
+    layout: Layout,
+    key: bytes,
+    workers: int,
+    progress: Progress | None = None,
+) -> None:
+    """Open and authenticate every chunk of the source's payload into dst_fd with workers."""
+    _run(src_fd, dst_fd, layout, lambda first: opener(key, first), workers, progress)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data = data[written:]
+        offset += written
+
+
+def _work(
+    src_fd: int,
+    dst_fd: int,
+    layout: Layout,
+    transform: Transform,
+    first: int,
+    stop: int,
+    report: Callable[[int], None],
+) -> None:
+    """Transform chunks [first, stop) block by block, writing each at its place."""
+    mapping = mmap.mmap(src_fd, layout.src_end, access=mmap.ACCESS_READ)
+    view = memoryview(mapping)
+    out = bytearray(BLOCK_CHUNKS * max(layout.src_chunk, layout.dst_chunk))
+    out_view = memoryview(out)
+    begin = layout.src_start + first * layout.src_chunk
+    released = begin // mmap.PAGESIZE * mmap.PAGESIZE
+    end_of_range = min(layout.src_start + stop * layout.src_chunk, layout.src_end)
+    mapping.madvise(mmap.MADV_SEQUENTIAL, released, end_of_range - released)
+    for block in range(first, stop, BLOCK_CHUNKS):
+        block_stop = min(stop, block + BLOCK_CHUNKS)
+        start = layout.src_start + block * layout.src_chunk
+        end = min(layout.src_start + block_stop * layout.src_chunk, layout.src_end)
+        piece = view[start:end]
+        size = transform(piece, block_stop == layout.chunks, out)
+        piece.release()
+        _pwrite_all(dst_fd, out_view[:size], layout.dst_start + block * layout.dst_chunk)
+        report(end - start)
+        # Unmapping used pages keeps RSS flat; the page cache keeps them anyway.
+        drop = end // mmap.PAGESIZE * mmap.PAGESIZE
+        if drop - released >= _DROP_EVERY or block_stop == stop:
+            mapping.madvise(mmap.MADV_DONTNEED, released, drop - released)
+            released = drop
+
+
+def _worker_main(
+    pipe: int,
+    src_fd: int,
+    dst_fd: int,
+    layout: Layout,
+    make_transform: Callable[[int], Transform],
+    first: int,
+    stop: int,
+) -> int:
+    """Run one worker in the forked child; the exit status says whether it finished."""
+
+    def send(kind: bytes, value: int, body: bytes = b"") -> None:
+        view = memoryview(_HEAD.pack(kind, value) + body)
+        while view:
+            view = view[os.write(pipe, view) :]
+
+    try:
+        _work(
+            src_fd, dst_fd, layout, make_transform(first), first, stop, lambda n: send(_PROGRESS, n)
+        )
+    except BaseException as error:  # every failure goes to the parent
+        if isinstance(error, OSError):
+            text = f"os\0{error.errno or 0}\0{error.strerror or error}\0{error.filename or ''}"
+        else:
+            kind = next(
+                (name for name, cls in _KINDS.items() if type(error) is cls),
+                "other",
+            )
+            detail = str(error) if kind != "other" else f"{type(error).__name__}: {error}"
+            text = f"{kind}\0{detail}"
+        body = text.encode("utf-8", "replace")
+        with suppress(OSError):
+            send(_FAILURE, len(body), body)
+        return 1
+    return 0
+
+
+def _failure(body: bytes) -> BaseException:
+    kind, _, rest = body.decode("utf-8", "replace").partition("\0")
+    if kind == "os":
+        number, strerror, filename = rest.split("\0", 2)
+        return OSError(int(number), strerror, filename or None)
+    cls = _KINDS.get(kind)
+    if cls is not None:
+        return cls(rest)
+    return AgeError(f"a payload worker failed: {rest}")
+
+
+def _run(
+    src_fd: int,
+    dst_fd: int,
+    layout: Layout,
+    make_transform: Callable[[int], Transform],
+    workers: int,
+    progress: Progress | None,
+) -> None:
+    """Fork the workers, relay their progress, and raise the first failure after reaping all."""
+    bounds = [layout.chunks * k // workers for k in range(workers + 1)]
+    children: dict[int, int] = {}  # read end of the pipe -> pid
+    buffers: dict[int, bytes] = {}
+    reaped: set[int] = set()
+    failure: BaseException | None = None
+    done = 0
+    try:
+        for first, stop in itertools.pairwise(bounds):
+            if first == stop:
+                continue
+            read_end, write_end = os.pipe()
+            # Flush so the child cannot write our buffered output a second time.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child, which reports over the pipe
+                status = 1
+                try:
+                    os.close(read_end)
+                    for other in children:
+                        os.close(other)
+                    status = _worker_main(
+                        write_end, src_fd, dst_fd, layout, make_transform, first, stop
+                    )
+                finally:
+                    os._exit(status)
+            os.close(write_end)
+            children[read_end] = pid
+            buffers[read_end] = b""
+        open_pipes = set(children)
+        while open_pipes and failure is None:
+            ready, _, _ = select.select(list(open_pipes), [], [])
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if not data:
+                    # The worker has exited (or is about to): one that failed without a
+                    # word, killed by a signal say, stops the others at once too.
+                    open_pipes.discard(fd)
+                    _, status = os.waitpid(children[fd], 0)
+                    reaped.add(fd)
+                    if os.waitstatus_to_exitcode(status) != 0:
+                        failure = failure or AgeError(_death(status))
+                    continue
+                buffer = buffers[fd] + data
+                while len(buffer) >= _HEAD.size:
+                    kind, value = _HEAD.unpack_from(buffer)
+                    if kind == _PROGRESS:
+                        buffer = buffer[_HEAD.size :]
+                        done += value
+                        if progress is not None:
+                            progress(done)
+                        continue
+                    if len(buffer) < _HEAD.size + value:
+                        break
+                    failure = failure or _failure(buffer[_HEAD.size : _HEAD.size + value])
+                    buffer = buffer[_HEAD.size + value :]
+                buffers[fd] = buffer
+                if failure is not None:
+                    break
+    except BaseException:
+        _kill(children, reaped)
+        raise
+    finally:
+        if failure is not None:
+            _kill(children, reaped)
+        for fd, pid in children.items():
+            if fd not in reaped:
+                os.waitpid(pid, 0)
+            os.close(fd)
+    if failure is not None:
+        raise failure
+
+
+def _kill(children: dict[int, int], reaped: set[int]) -> None:
+    for fd, pid in children.items():
+        if fd not in reaped:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _death(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        return f"a payload worker process was killed by signal {-code}; no output was kept"
+    return f"a payload worker process exited with status {code}; no output was kept"
+
+
+__all__ = [
+    "PARALLEL_FROM",
+    "Layout",
+    "open_layout",
+    "open_parallel",
+    "seal_layout",
+    "seal_parallel",
+    "worker_count",
+]
