@@ -74,6 +74,14 @@ def test_resident_sets_the_camera_location(
     page.get_by_role("button", name="Create an enrolment code").click()
     assert page.locator("#enrolment-code").inner_text().startswith("enr")
     journey.check()
+    # A second, lost camera is revoked; the first stays active.
+    site.community.enrol_device(story.resident, name="old shed cam")
+    journey.goto("/resident/devices")
+    page.get_by_role("button", name="Revoke old shed cam").click()
+    expect(page.get_by_text("Device revoked")).to_be_visible()
+    expect(page.get_by_role("region", name="old shed cam")).to_contain_text("Revoked")
+    expect(page.get_by_role("region", name="front porch")).to_contain_text("Active")
+    journey.check()
     journey.screenshot()
 
 
