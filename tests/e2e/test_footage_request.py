@@ -386,6 +386,10 @@ def test_footage_request_end_to_end(
 
     assert len(shared) == 1
     assert shared[0]["pseudonym"] and shared[0]["manifest"]["clip_id"] == clip_a
+    # Signed by the per-ask key, never by a key that would link the resident across cases.
+    assert shared[0]["manifest"]["device_key"] == shared[0]["signer_public_key"]
+    device_key_a = public_key_text(load_device_key(homes["A"].data_dir).public_key())
+    assert shared[0]["signer_public_key"] != device_key_a
     assert any(item["id"] == int(request_id) or str(item["id"]) == request_id for item in listing)
     _assert_nothing_about_b(recorded, homes, clips["B"])
     print(f"end to end in {elapsed:.1f} s")
@@ -428,4 +432,7 @@ def _assert_nothing_about_b(
         except ValueError:
             continue
         for key in keys_of(document):
+            # A shared manifest's `device_key` field holds the per-ask key (checked below).
+            if key == "device_key":
+                continue
             assert not any(part in key.lower() for part in bad_keys), f"{url} has key {key!r}"
