@@ -23,12 +23,12 @@ from app.db import make_engine, make_sessionmaker, utcnow
 from app.deps import TransactionRoute
 from app.devices import routes as devices_routes
 from app.errors import AppError
-from app.policy import routes as policy_routes
-from app.requests import device_routes as request_device_routes
-from app.requests import routes as requests_routes
 from app.log import checkpoints as log_checkpoints
 from app.log import keys as log_keys
 from app.log import routes as log_routes
+from app.policy import routes as policy_routes
+from app.requests import device_routes as request_device_routes
+from app.requests import routes as requests_routes
 from app.settings import Settings
 from app.web import pages as web_pages
 from app.web.error_pages import error_page, is_page_request

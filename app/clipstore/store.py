@@ -37,9 +37,10 @@ class BlobWriter(ABC):
     def sha256(self) -> str: ...
 
     @abstractmethod
-    def commit(self) -> StoredBlob:
+    def commit(self, *, replace: bool = False) -> StoredBlob:
         """Make the blob durable under its key; idempotent when the same bytes exist already
-        (BlobConflict when different bytes do)."""
+        (BlobConflict when different bytes do), unless `replace` (the caller knows the
+        existing blob is an orphan no record points to)."""
 
     @abstractmethod
     def abort(self) -> None:

@@ -31,11 +31,16 @@ LIVE_REQUEST_STATES = ("open", "closed")
 def _ask_out(
     session: Session, ask: Ask, footage_request: FootageRequest, agency: Agency, officer: User
 ) -> schemas.DeviceAskOut:
-    uploaded = session.scalars(
-        select(SharedClip.clip_id)
-        .where(SharedClip.ask_id == ask.id, SharedClip.purged_at.is_(None))
-        .order_by(SharedClip.clip_id)
-    ).all()
+    # Only a consented ask can have clips: a pending one (every poll's case) needs no query.
+    uploaded = (
+        session.scalars(
+            select(SharedClip.clip_id)
+            .where(SharedClip.ask_id == ask.id, SharedClip.purged_at.is_(None))
+            .order_by(SharedClip.clip_id)
+        ).all()
+        if ask.state == "consented"
+        else []
+    )
     receipt = json.loads(ask.receipt) if ask.receipt else {"clip_ids": []}
     return schemas.DeviceAskOut(
         ask_id=ask.id,

@@ -174,7 +174,7 @@ def finish(
         writer.abort()
         return 200, answer
     # No record, so any blob under this key is an orphan of a crash before commit: replace it.
-    writer.commit()
+    writer.commit(replace=True)
     clip = SharedClip(
         id=matching.new_id(),
         ask_id=ask.id,

@@ -1,0 +1,542 @@
+"""Server throughput on PostgreSQL: device polls, request fan-out, 1 GiB clip transfer.
+
+Creates a fresh PostgreSQL database (dropped at the end), migrates it, enrols --devices
+devices (rows written in bulk: enrolment itself is not what is measured) spread within 400 m
+of one point, and starts the server as production does (`uvicorn app.main:create_app`, one
+process, default settings, access log on) on a loopback port. Then:
+
+* fan-out: one reviewer approval that matches every device (the POST's wall time: checks,
+  matching, 10,000 asks inserted, log entries, commit);
+* polls: every device's first poll (which logs the delivery of its ask), then --poll-seconds
+  of signed `GET /api/device/asks` from --clients concurrent keep-alive clients in
+  --processes processes picking devices at random; throughput and latency p50/p99;
+* transfer: one consented ask uploads a --size-mib age file (streamed, signed over its
+  SHA-256) and the requester downloads it; MB/s each way and the server's RSS growth (VmRSS
+  sampled every 20 ms, against the value before the transfer).
+
+The load generators run on the same machine as the server and PostgreSQL and compete with
+them for the CPU: the figures are a floor for a dedicated server.
+
+    .venv/bin/python bench/server.py [--devices 10000] [--poll-seconds 15] [--size-mib 1024]
+        [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+
+Targets (issue 6): >= 1,000 polls/s with p99 < 50 ms; fan-out of 10,000 asks < 2 s;
+transfer >= 300 MB/s with RSS growth < 50 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import multiprocessing
+import os
+import random
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from app import tokens  # noqa: E402
+from app.accounts import service as accounts  # noqa: E402
+from app.accounts.models import User  # noqa: E402
+from app.accounts.passwords import make_hasher  # noqa: E402
+from app.agencies import service as agencies  # noqa: E402
+from app.db import make_engine, make_sessionmaker  # noqa: E402
+from app.devices.location import coarsen  # noqa: E402
+from app.devices.models import Device  # noqa: E402
+from app.migrate import upgrade  # noqa: E402
+from app.permissions import Role  # noqa: E402
+from porchlight import consent  # noqa: E402
+from porchlight.age import encrypt_file, generate_identity, parse_recipient  # noqa: E402
+from porchlight.client import raw_public_key, sign_device_call  # noqa: E402
+from porchlight.manifest import ClipManifest, format_time, public_key_text  # noqa: E402
+
+MIB = 1024 * 1024
+CENTRE = (51.5010, -0.1420)
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    name = f"porchlight_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def spread(count: int, radius_m: float) -> Iterator[tuple[float, float]]:
+    rng = random.Random(6)
+    for _ in range(count):
+        distance, bearing = radius_m * math.sqrt(rng.random()), rng.random() * 2 * math.pi
+        north, east = distance * math.cos(bearing), distance * math.sin(bearing)
+        yield (
+            CENTRE[0] + north / 111_320.0,
+            CENTRE[1] + east / (111_320.0 * math.cos(math.radians(CENTRE[0]))),
+        )
+
+
+def seed(url: str, devices: int) -> dict[str, Any]:
+    """People through the real services; devices (and their residents) in bulk."""
+    engine = make_engine(url)
+    factory = make_sessionmaker(engine)
+    hasher = make_hasher(3, 65536)
+    now = datetime.now(UTC)
+    identity = generate_identity("x25519")
+    with factory() as session, session.begin():
+        admin = accounts.create_user(
+            session,
+            hasher,
+            username="admin",
+            password=secrets.token_urlsafe(18),
+            role=Role.admin,
+            agency_id=None,
+            actor="system",
+            now=now,
+        )
+        agency = agencies.create_agency(
+            session, admin, "Bench Police", "Benchshire", str(identity.recipient()), now
+        )
+        requester = accounts.create_user(
+            session,
+            hasher,
+            username="officer",
+            password=secrets.token_urlsafe(18),
+            role=Role.requester,
+            agency_id=agency.id,
+            actor="system",
+            now=now,
+        )
+        reviewer = accounts.create_user(
+            session,
+            hasher,
+            username="reviewer",
+            password=secrets.token_urlsafe(18),
+            role=Role.reviewer,
+            agency_id=None,
+            actor="system",
+            now=now,
+        )
+        _, requester_token = accounts.create_api_token(session, requester, "bench", now)
+        _, reviewer_token = accounts.create_api_token(session, reviewer, "bench", now)
+        password_hash = admin.password_hash
+    keys = [Ed25519PrivateKey.generate() for _ in range(devices)]
+    credentials = [tokens.new_secret("dev") for _ in range(devices)]
+    with factory() as session, session.begin():
+        residents = (
+            session.execute(
+                insert(User).returning(User.id),
+                [
+                    {
+                        "username": f"resident{i}",
+                        "role": "resident",
+                        "password_hash": password_hash,
+                        "created_at": now,
+                    }
+                    for i in range(devices)
+                ],
+            )
+            .scalars()
+            .all()
+        )
+        rows = []
+        for i, (lat, lon) in enumerate(spread(devices, 400)):
+            lat_milli, lon_milli = coarsen(lat, lon)
+            rows.append(
+                {
+                    "owner_id": residents[i],
+                    "name": f"porch{i}",
+                    "public_key": raw_public_key(keys[i]),
+                    "credential_hash": tokens.digest(credentials[i]),
+                    "lat_milli": lat_milli,
+                    "lon_milli": lon_milli,
+                    "enrolled_at": now,
+                }
+            )
+        device_ids = session.execute(insert(Device).returning(Device.id), rows).scalars().all()
+    engine.dispose()
+    return {
+        "requester_token": requester_token,
+        "reviewer_token": reviewer_token,
+        "identity": identity,
+        "devices": [
+            (device_ids[i], credentials[i], keys[i].private_bytes_raw()) for i in range(devices)
+        ],
+    }
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@contextmanager
+def server(url: str, data_dir: Path) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    env = {**os.environ, "PORCHLIGHT_DATABASE_URL": url, "PORCHLIGHT_DATA_DIR": str(data_dir)}
+    env.pop("PORCHLIGHT_CONFIG", None)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "info",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.2)
+        yield base, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _poll_once(client: httpx.Client, device: tuple[int, str, bytes]) -> float:
+    device_id, credential, seed_bytes = device
+    key = Ed25519PrivateKey.from_private_bytes(seed_bytes)
+    headers = sign_device_call(key, device_id, credential, "GET", "/api/device/asks")
+    started = time.perf_counter()
+    response = client.get("/api/device/asks", headers=headers)
+    elapsed = time.perf_counter() - started
+    if response.status_code != 200:
+        raise RuntimeError(f"poll failed: {response.status_code} {response.text}")
+    return elapsed
+
+
+def _poller(
+    job: tuple[str, list[tuple[int, str, bytes]], float, int, bool],
+) -> tuple[list[float], float]:
+    """One process: `threads` keep-alive clients polling until the time is up (or, with
+    `each_once`, until every device given has polled once)."""
+    base, devices, seconds, threads, each_once = job
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+    queue = list(devices)
+
+    def work(worker: int) -> None:
+        rng = random.Random(worker)
+        mine: list[float] = []
+        with httpx.Client(base_url=base, timeout=30) as client:
+            while True:
+                if each_once:
+                    with lock:
+                        if not queue:
+                            break
+                        device = queue.pop()
+                elif time.monotonic() >= stop_at:
+                    break
+                else:
+                    device = devices[rng.randrange(len(devices))]
+                mine.append(_poll_once(client, device))
+        with lock:
+            latencies.extend(mine)
+
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    began = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return latencies, time.perf_counter() - began
+
+
+def polls(
+    base: str,
+    devices: list[tuple[int, str, bytes]],
+    seconds: float,
+    processes: int,
+    threads: int,
+    each_once: bool,
+) -> tuple[int, float, float, float]:
+    shares = [devices[i::processes] for i in range(processes)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        results = pool.map(
+            _poller, [(base, share, seconds, threads, each_once) for share in shares]
+        )
+    # Time spent polling (process start-up excluded): the slowest process's.
+    wall = max(active for _, active in results)
+    latencies = sorted(x for result, _ in results for x in result)
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    return len(latencies), wall, p50, p99
+
+
+class RssSampler:
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self.baseline = rss_kib(pid)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, rss_kib(self.pid))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth_mib(self) -> float:
+        return max(0, self.peak - self.baseline) / 1024
+
+
+def device_call(
+    base: str, device: tuple[int, str, bytes], method: str, path: str, body: bytes = b""
+) -> httpx.Response:
+    device_id, credential, seed_bytes = device
+    key = Ed25519PrivateKey.from_private_bytes(seed_bytes)
+    headers = sign_device_call(key, device_id, credential, method, path, body)
+    if body:
+        headers["Content-Type"] = "application/json"
+    return httpx.request(method, base + path, content=body, headers=headers, timeout=60)
+
+
+def transfer(
+    base: str, pid: int, world: dict[str, Any], request_id: int, size_mib: int, work_dir: Path
+) -> dict[str, float]:
+    import json
+
+    device = world["devices"][0]
+    asks = device_call(base, device, "GET", "/api/device/asks").json()
+    ask_id = asks[0]["ask_id"]
+    ask_key = consent.new_ask_key()
+    receipt = consent.make_receipt(
+        ask_id, str(request_id), ["bench-clip"], ask_key, datetime.now(UTC)
+    )
+    device_key = Ed25519PrivateKey.from_private_bytes(device[2])
+    body = json.dumps(consent.sign_receipt(receipt, device_key)).encode()
+    answer = device_call(base, device, "POST", f"/api/device/asks/{ask_id}/consent", body)
+    assert answer.status_code == 200, answer.text
+
+    plain, sealed = work_dir / "clip.mp4", work_dir / "clip.age"
+    with plain.open("wb") as out:
+        for _ in range(size_mib):
+            out.write(os.urandom(MIB))
+    encrypt_file(plain, sealed, [parse_recipient(str(world["identity"].recipient()))])
+    plain_sha = hashlib.sha256(plain.read_bytes()).hexdigest()
+    plain.unlink()
+    digest = hashlib.sha256()
+    with sealed.open("rb") as handle:
+        while block := handle.read(8 * MIB):
+            digest.update(block)
+    size = sealed.stat().st_size
+    window_start = datetime.now(UTC) - timedelta(hours=2)
+    manifest = ClipManifest(
+        clip_id="bench-clip",
+        device_key=public_key_text(ask_key.public_key()),
+        start=format_time(window_start),
+        end=format_time(window_start + timedelta(seconds=30)),
+        plaintext_sha256=plain_sha,
+        ciphertext_sha256=digest.hexdigest(),
+        ciphertext_size=size,
+    )
+    from porchlight.manifest import sign_manifest
+
+    path = f"/api/device/asks/{ask_id}/clips/bench-clip"
+    headers = sign_device_call(
+        device_key, device[0], device[1], "PUT", path, body_sha256=digest.hexdigest()
+    )
+    headers[consent.MANIFEST_HEADER] = consent.manifest_header(sign_manifest(manifest, ask_key))
+    headers["Content-Type"] = "application/octet-stream"
+    headers["Content-Length"] = str(size)
+
+    def chunks() -> Iterator[bytes]:
+        with sealed.open("rb") as handle:
+            while block := handle.read(MIB):
+                yield block
+
+    with RssSampler(pid) as up_rss:
+        started = time.perf_counter()
+        response = httpx.put(base + path, content=chunks(), headers=headers, timeout=600)
+        upload_s = time.perf_counter() - started
+    assert response.status_code == 201, response.text
+    requester = {"Authorization": f"Bearer {world['requester_token']}"}
+    shared = httpx.get(f"{base}/api/requests/{request_id}/shared", headers=requester).json()
+    received = hashlib.sha256()
+    count = 0
+    with RssSampler(pid) as down_rss:
+        started = time.perf_counter()
+        with httpx.stream(
+            "GET",
+            f"{base}/api/requests/{request_id}/shared/{shared[0]['shared_clip_id']}",
+            headers=requester,
+            timeout=600,
+        ) as stream:
+            for block in stream.iter_raw(MIB):
+                received.update(block)
+                count += len(block)
+        download_s = time.perf_counter() - started
+    assert count == size and received.hexdigest() == digest.hexdigest()
+    sealed.unlink()
+    return {
+        "size": size,
+        "upload_s": upload_s,
+        "download_s": download_s,
+        "upload_rss": up_rss.growth_mib,
+        "download_rss": down_rss.growth_mib,
+        "rss_before": up_rss.baseline / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--poll-seconds", type=float, default=15)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "PORCHLIGHT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    args = parser.parse_args()
+
+    with fresh_database(args.postgres) as url, tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        print(
+            f"database {make_url(url).database}: migrating, seeding {args.devices} devices",
+            file=sys.stderr,
+        )
+        upgrade(url)
+        started = time.perf_counter()
+        world = seed(url, args.devices)
+        print(f"seeded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        with server(url, work / "data") as (base, pid):
+            now = datetime.now(UTC)
+            body = {
+                "warrant": {
+                    "court": "Benchshire Crown Court",
+                    "docket_number": "B-1",
+                    "judge": "J",
+                    "issued_on": (now - timedelta(days=1)).date().isoformat(),
+                    "expires_on": (now + timedelta(days=30)).date().isoformat(),
+                    "document_sha256": hashlib.sha256(b"warrant").hexdigest(),
+                },
+                "offence": "bench",
+                "window_start": (now - timedelta(hours=3)).isoformat(),
+                "window_end": (now - timedelta(hours=1)).isoformat(),
+                "area": {"lat": CENTRE[0], "lon": CENTRE[1], "radius_m": 500},
+            }
+            created = httpx.post(
+                f"{base}/api/requests",
+                json=body,
+                headers={"Authorization": f"Bearer {world['requester_token']}"},
+            ).json()
+            started = time.perf_counter()
+            opened = httpx.post(
+                f"{base}/api/requests/{created['id']}/review",
+                json={"decision": "approve", "reason": "bench"},
+                headers={"Authorization": f"Bearer {world['reviewer_token']}"},
+                timeout=120,
+            )
+            fan_out_s = time.perf_counter() - started
+            assert opened.status_code == 200 and opened.json()["state"] == "open", opened.text
+            engine = create_engine(url)
+            with engine.connect() as connection:
+                asks = connection.execute(text("SELECT count(*) FROM asks")).scalar_one()
+            engine.dispose()
+            print(f"fan-out: {asks} asks in {fan_out_s:.2f} s; first polls...", file=sys.stderr)
+            first = polls(base, world["devices"], 0, args.processes, args.threads, True)
+            print("steady polls...", file=sys.stderr)
+            steady = polls(
+                base, world["devices"], args.poll_seconds, args.processes, args.threads, False
+            )
+            print("transfer...", file=sys.stderr)
+            moved = transfer(base, pid, world, created["id"], args.size_mib, work)
+
+    mb = moved["size"] / 1e6
+    print(
+        f"\nserver: one uvicorn process, PostgreSQL, {args.devices} devices, "
+        f"{args.processes}x{args.threads} poll clients\n"
+    )
+    print("| measure | result | target |")
+    print("|---|---:|---:|")
+    print(f"| fan-out: approve -> {asks} asks, request open | {fan_out_s:.2f} s | < 2 s |")
+    for label, (count, wall, p50, p99) in (
+        ("first poll (logs delivery)", first),
+        ("steady polls", steady),
+    ):
+        print(
+            f"| {label}: {count} polls | {count / wall:,.0f} polls/s, p50 {p50:.1f} ms, "
+            f"p99 {p99:.1f} ms | >= 1,000/s, p99 < 50 ms |"
+        )
+    print(
+        f"| upload {mb:,.0f} MB | {mb / moved['upload_s']:,.0f} MB/s, RSS +"
+        f"{moved['upload_rss']:.1f} MiB | >= 300 MB/s, < 50 MiB |"
+    )
+    print(
+        f"| download {mb:,.0f} MB | {mb / moved['download_s']:,.0f} MB/s, RSS +"
+        f"{moved['download_rss']:.1f} MiB | >= 300 MB/s, < 50 MiB |"
+    )
+    print(f"\nserver RSS before the transfer: {moved['rss_before']:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
