@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.audit.entry import JSONValue, encode_entry, leaf_hash
@@ -54,6 +54,48 @@ def append(
     tree.store_leaves(session, entry.index, [entry.leaf_hash])
     checkpoints.mark_pending(session, action)
     return entry
+
+
+def append_many(
+    session: Session,
+    records: Sequence[tuple[str, str, str, dict[str, JSONValue] | None]],
+    *,
+    now: datetime | None = None,
+) -> range:
+    """Append (actor, action, subject, details) records as consecutive entries, in order.
+
+    The same entries as calling `append` for each, for a fraction of the round trips (one
+    lock, one insert of entries, one of tree nodes): for work that logs many events at once.
+    Returns the entries' indexes.
+    """
+    moment = now or utcnow()
+    encoded = [
+        (actor, action, subject, encode_entry(moment, actor, action, subject, details or {}))
+        for actor, action, subject, details in records
+    ]
+    head = session.execute(select(LogHead).where(LogHead.id == 1).with_for_update()).scalar_one()
+    start = head.size
+    if not encoded:
+        return range(start, start)
+    rows = [
+        {
+            "index": start + offset,
+            "created_at": moment,
+            "actor": actor,
+            "action": action,
+            "subject": subject,
+            "entry": data,
+            "leaf_hash": leaf_hash(data),
+        }
+        for offset, (actor, action, subject, data) in enumerate(encoded)
+    ]
+    session.connection().execute(insert(LogEntry), rows)
+    head.size = start + len(rows)
+    session.flush()
+    tree.store_leaves(session, start, [row["leaf_hash"] for row in rows])  # type: ignore[misc]
+    for _, action, _, _ in encoded:
+        checkpoints.mark_pending(session, action)
+    return range(start, start + len(rows))
 
 
 def size(session: Session) -> int:

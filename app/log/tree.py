@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.orm import Session
 
 from app.audit.models import LogEntry, LogHead
@@ -41,9 +41,19 @@ def node_reader(session: Session) -> NodeReader:
     def read(nodes: Sequence[tuple[int, int]]) -> list[bytes]:
         if not nodes:
             return []
+        by_level: dict[int, list[int]] = {}
+        for level, index in nodes:
+            by_level.setdefault(level, []).append(index)
+        # OR of (level = L AND index IN (...)), not a row-value IN: SQLite answers the latter
+        # with a full table scan, the former with one primary-key search per node.
         rows = session.execute(
             select(LogTreeNode.level, LogTreeNode.index, LogTreeNode.hash).where(
-                tuple_(LogTreeNode.level, LogTreeNode.index).in_(list(nodes))
+                or_(
+                    *(
+                        and_(LogTreeNode.level == level, LogTreeNode.index.in_(indexes))
+                        for level, indexes in by_level.items()
+                    )
+                )
             )
         )
         found = {(level, index): bytes(value) for level, index, value in rows}
@@ -63,8 +73,7 @@ def store_leaves(session: Session, start: int, leaf_hashes: Sequence[bytes]) -> 
     """
     created = append_leaves(start, leaf_hashes, node_reader(session))
     rows = [{"level": level, "index": index, "hash": value} for level, index, value in created]
-    for offset in range(0, len(rows), _CHUNK):
-        session.execute(insert(LogTreeNode), rows[offset : offset + _CHUNK])
+    _insert_nodes(session, rows)
 
 
 def store_all_levels(session: Session, leaf_hashes: Sequence[bytes]) -> None:
@@ -75,8 +84,14 @@ def store_all_levels(session: Session, leaf_hashes: Sequence[bytes]) -> None:
         for level, hashes in enumerate(complete_levels(list(leaf_hashes)))
         for index, value in enumerate(hashes)
     ]
+    _insert_nodes(session, rows)
+
+
+def _insert_nodes(session: Session, rows: list[dict[str, object]]) -> None:
+    # Core insert on the session's connection: one executemany, no ORM bookkeeping per row.
+    connection = session.connection()
     for offset in range(0, len(rows), _CHUNK):
-        session.execute(insert(LogTreeNode), rows[offset : offset + _CHUNK])
+        connection.execute(insert(LogTreeNode), rows[offset : offset + _CHUNK])
 
 
 def committed_size(session: Session) -> int:

@@ -252,3 +252,32 @@ def test_transparency_report_counts_lifecycle_actions_per_quarter(community: Com
         "purges": 3,
     }
     assert set(quarters["2027-Q1"].values()) == {0}
+
+
+def test_append_many_is_the_same_log_as_appending_one_by_one(community: Community) -> None:
+    moment = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    records: list[tuple[str, str, str, dict[str, object] | None]] = [
+        (f"user:{n % 3 + 1}", "clip:download", f"clip:{n}", {"n": n}) for n in range(300)
+    ]
+    with community.session() as session:
+        base = audit.size(session)
+        indexes = audit.append_many(session, records, now=moment)  # type: ignore[arg-type]
+        assert indexes == range(base, base + 300)
+        assert audit.append_many(session, [], now=moment) == range(base + 300, base + 300)
+    with community.session() as session:
+        # clip:* is a lifecycle action: the batch's commit published a checkpoint.
+        latest = checkpoints.latest(session)
+        assert latest is not None and latest.size == base + 300
+        many = [bytes(e) for e in session.scalars(select(LogEntry.entry).order_by(LogEntry.index))]
+    with community.session() as session:
+        for actor, action, subject, details in records:
+            audit.append(session, actor, action, subject, details, now=moment)  # type: ignore[arg-type]
+        one_by_one = [
+            bytes(e)
+            for e in session.scalars(
+                select(LogEntry.entry).where(LogEntry.index >= base + 300).order_by(LogEntry.index)
+            )
+        ]
+        assert one_by_one == many[base:]
+        hashes = [leaf_hash(e) for e in many + one_by_one]
+        assert tree.root_hash(session, len(hashes)) == root(hashes)

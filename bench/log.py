@@ -1,0 +1,292 @@
+"""The server's verifiable log, side by side on SQLite and PostgreSQL.
+
+For each database (a fresh SQLite file; a freshly created PostgreSQL database named from
+--postgres or $PORCHLIGHT_TEST_POSTGRES_URL, dropped afterwards):
+
+1. migrate, then bulk-load the log to --entries (default 1,000,000) entries with the same code
+   appends use (`encode_entry`, RFC 6962 leaf hashes, `app.log.tree.store_all_levels`),
+   not a million HTTP calls; not timed against any target;
+2. durable appends through `app.audit.service.append` on the full-size log, each committed
+   (fsync on: SQLite WAL synchronous=FULL, PostgreSQL synchronous_commit=on): one writer
+   one entry per transaction; 8 writer threads one entry per transaction; one writer 100
+   entries per transaction (`append_many`);
+3. publish a signed checkpoint, start the real server (uvicorn, one process) on loopback;
+4. inclusion-proof latency p50/p99 over random indexes: the proof read from the database
+   (`app.log.tree.inclusion`, what the endpoint runs) and the whole HTTP round trip of
+   `GET /log/proof/inclusion`;
+5. full verification of the whole log with `porchlight.tlog.verify.verify_log` fetching every
+   tile and entry bundle from that server over HTTP (what `porchlight audit verify --server`
+   does).
+
+    .venv/bin/python bench/log.py [--entries N] [--appends N] [--proofs N] [--postgres URL]
+
+Targets (issue 4): >= 2,000 durable appends/s on PostgreSQL, proof p99 < 10 ms, full
+verification of 1,000,000 entries < 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, insert, text, update
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from app.audit import service as audit  # noqa: E402
+from app.audit.entry import encode_entry, leaf_hash  # noqa: E402
+from app.audit.models import LogEntry, LogHead  # noqa: E402
+from app.db import make_engine, make_sessionmaker  # noqa: E402
+from app.log import checkpoints, tree  # noqa: E402
+from app.log.keys import load_or_create  # noqa: E402
+from app.migrate import upgrade  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from porchlight.tlog.verify import HttpSource, verify_log  # noqa: E402
+
+ACTIONS = (
+    "request:submit",
+    "request:approve",
+    "ask:create",
+    "ask:consent",
+    "clip:share",
+    "clip:download",
+    "clip:purge",
+)
+CHUNK = 20_000
+
+
+def progress(message: str) -> None:
+    print(f"\r{message:<70}", end="", file=sys.stderr, flush=True)
+
+
+def entry_row(index: int, start: datetime) -> dict[str, object]:
+    moment = start + timedelta(seconds=index)
+    action = ACTIONS[index % len(ACTIONS)]
+    subject = f"request:{index // 9}"
+    actor = f"user:{index % 977 + 1}"
+    details: dict[str, object] = {"ask": f"ask:{index // 3}", "clips": index % 5}
+    data = encode_entry(moment, actor, action, subject, details)  # type: ignore[arg-type]
+    return {
+        "index": index,
+        "created_at": moment,
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "entry": data,
+        "leaf_hash": leaf_hash(data),
+    }
+
+
+def bulk_load(database_url: str, count: int) -> float:
+    """Fill an empty log with `count` entries and their tree; returns seconds taken."""
+    began = time.perf_counter()
+    engine = make_engine(database_url)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    leaves: list[bytes] = []
+    with make_sessionmaker(engine)() as session:
+        for first in range(0, count, CHUNK):
+            rows = [entry_row(i, start) for i in range(first, min(count, first + CHUNK))]
+            leaves.extend(row["leaf_hash"] for row in rows)  # type: ignore[misc]
+            session.execute(insert(LogEntry), rows)
+            progress(f"bulk load: entries {first + len(rows):,}/{count:,}")
+        progress("bulk load: tree nodes")
+        tree.store_all_levels(session, leaves)
+        session.execute(update(LogHead).values(size=count))
+        session.commit()
+    engine.dispose()
+    print(file=sys.stderr)
+    return time.perf_counter() - began
+
+
+def appends(database_url: str, total: int, threads: int, per_transaction: int) -> float:
+    """Durable appends per second through app.audit.service.append."""
+    engine = make_engine(database_url)
+    factory = make_sessionmaker(engine)
+    transactions = total // (threads * per_transaction)
+
+    def writer(number: int) -> None:
+        for t in range(transactions):
+            with factory() as session:
+                if per_transaction == 1:
+                    audit.append(session, f"user:{number + 1}", "clip:download", f"clip:{t}")
+                else:
+                    records = [
+                        (f"user:{number + 1}", "clip:download", f"clip:{t}", {"k": k})
+                        for k in range(per_transaction)
+                    ]
+                    audit.append_many(session, records)  # type: ignore[arg-type]
+                session.commit()
+
+    began = time.perf_counter()
+    workers = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - began
+    engine.dispose()
+    return transactions * threads * per_transaction / elapsed
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def timed(calls: int, call: Callable[[int], object], size: int) -> list[float]:
+    rng = random.Random(6962)
+    samples = []
+    for _ in range(calls):
+        index = rng.randrange(size)
+        began = time.perf_counter()
+        call(index)
+        samples.append((time.perf_counter() - began) * 1000)
+    return samples
+
+
+@contextmanager
+def server(database_url: str, data_dir: Path) -> Iterator[str]:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PORCHLIGHT_")},
+        "PORCHLIGHT_DATABASE_URL": database_url,
+        "PORCHLIGHT_DATA_DIR": str(data_dir),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
+         "--port", str(port), "--log-level", "warning"],
+        cwd=REPO, env=env,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("server did not start")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@contextmanager
+def database(kind: str, postgres: str | None, scratch: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{scratch / 'bench.sqlite3'}"
+        return
+    assert postgres
+    name = f"porchlight_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def run(kind: str, args: argparse.Namespace, scratch: Path) -> dict[str, str]:
+    results: dict[str, str] = {}
+    with database(kind, args.postgres, scratch) as url:
+        upgrade(url)
+        loaded = bulk_load(url, args.entries)
+        results["bulk load (not a target)"] = f"{loaded:.0f} s"
+        progress(f"{kind}: appends")
+        one = appends(url, args.appends, 1, 1)
+        many = appends(url, args.appends, 8, 1)
+        batched = appends(url, args.appends * 5, 1, 100)
+        results["durable appends/s, 1 writer, 1 per tx"] = f"{one:,.0f}"
+        results["durable appends/s, 8 writers, 1 per tx"] = f"{many:,.0f}"
+        results["durable appends/s, 1 writer, 100 per tx (append_many)"] = f"{batched:,.0f}"
+        data_dir = scratch / f"data-{kind}"
+        settings = Settings(data_dir=data_dir, database_url=url)
+        signer = load_or_create(settings)
+        engine = make_engine(url)
+        factory = make_sessionmaker(engine)
+        with factory() as session:
+            published = checkpoints.publish_checkpoint(session, signer)
+            size = published.size
+            session.commit()
+        results["log size"] = f"{size:,}"
+        progress(f"{kind}: proofs")
+
+        def db_proof(index: int) -> None:
+            with factory() as session:
+                tree.inclusion(session, index, size)
+                session.rollback()
+
+        p50, p99 = percentiles(timed(args.proofs, db_proof, size))
+        results["inclusion proof from DB, p50 / p99"] = f"{p50:.2f} / {p99:.2f} ms"
+        engine.dispose()
+        with server(url, data_dir) as base, httpx.Client(timeout=60) as client:
+
+            def http_proof(index: int) -> None:
+                response = client.get(f"{base}/log/proof/inclusion", params={"index": index})
+                response.raise_for_status()
+
+            p50, p99 = percentiles(timed(args.proofs, http_proof, size))
+            results["inclusion proof over HTTP, p50 / p99"] = f"{p50:.2f} / {p99:.2f} ms"
+            progress(f"{kind}: full verification over HTTP")
+            began = time.perf_counter()
+            verified = verify_log(HttpSource(f"{base}/log", client), signer.verifier_key)
+            elapsed = time.perf_counter() - began
+            assert verified.checkpoint.size == size
+            results["full verification over HTTP (verify_log)"] = f"{elapsed:.1f} s"
+    print(file=sys.stderr)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--appends", type=int, default=2000)
+    parser.add_argument("--proofs", type=int, default=2000)
+    parser.add_argument("--postgres", default=os.environ.get("PORCHLIGHT_TEST_POSTGRES_URL"))
+    parser.add_argument("--only", choices=("sqlite", "postgresql"))
+    args = parser.parse_args()
+    kinds = [k for k in ("sqlite", "postgresql") if args.only in (None, k)]
+    if "postgresql" in kinds and not args.postgres:
+        print("no --postgres URL: PostgreSQL skipped", file=sys.stderr)
+        kinds.remove("postgresql")
+    table: dict[str, dict[str, str]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for kind in kinds:
+            table[kind] = run(kind, args, Path(scratch))
+    rows = list(next(iter(table.values())))
+    width = max(len(r) for r in rows)
+    print(f"| {'':<{width}} | " + " | ".join(f"{k:>16}" for k in table) + " |")
+    print(f"|{'-' * (width + 2)}|" + "|".join("-" * 17 + ":" for _ in table) + "|")
+    for row in rows:
+        print(f"| {row:<{width}} | " + " | ".join(f"{table[k][row]:>16}" for k in table) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
