@@ -3,14 +3,17 @@
 Generates a random file (default 1 GiB), then times, best of --repeat runs each:
 
 * encrypt: `porchlight encrypt` (the CLI, interpreter start-up included), the library
-  call `porchlight.age.encrypt_file` alone, Debian `age -e`, `cp` of the plaintext, and
-  our pipeline copying without crypto (the floor for a tool that must see the bytes:
-  `cp` uses copy_file_range, which never brings them into user space);
+  call `porchlight.age.encrypt_file` alone (one worker process per core, the default
+  for files of 8 MiB or more), the same with `workers=1` (the one-process pipeline),
+  Debian `age -e`, `cp` of the plaintext, and the pipeline copying without crypto (the
+  floor for a tool that must see the bytes: `cp` uses copy_file_range, which never
+  brings them into user space);
 * decrypt: the same for an age-made file, and `cp` of that file;
 
-every run in its own process, whose peak RSS is measured by GNU time (the library
-run reports its own VmHWM). `os.sync()` runs
-before each timing so one run's write-back does not land on the next. The raw
+every run in its own process under GNU time, which gives the peak RSS of the largest
+process in the run (workers included) and the CPU seconds of all of them; the library
+rows time only the call itself. `os.sync()` runs before each timing so one run's
+write-back does not land on the next. The raw
 ChaCha20-Poly1305 rate comes from `openssl speed -evp chacha20-poly1305`. Outputs are
 checked against the input once. X25519 keys, so Debian's age (1.1.1, no post-quantum)
 reads and writes the same files; the payload work is identical for any recipient type.
@@ -45,7 +48,8 @@ LIBRARY_RUN = """
 import sys, time
 from porchlight.age import encrypt_file, decrypt_file, parse_recipient, read_identity_file
 from porchlight.age.pipeline import run_pipeline
-op, src, dst, key = sys.argv[1:5]
+op, src, dst, key, workers = sys.argv[1:6]
+workers = None if workers == "auto" else int(workers)
 
 def copy_block(block, final, out):
     out[: len(block)] = block
@@ -53,16 +57,13 @@ def copy_block(block, final, out):
 
 started = time.perf_counter()
 if op == "encrypt":
-    encrypt_file(src, dst, [parse_recipient(key)])
+    encrypt_file(src, dst, [parse_recipient(key)], workers=workers)
 elif op == "decrypt":
-    decrypt_file(src, dst, read_identity_file(key))
+    decrypt_file(src, dst, read_identity_file(key), workers=workers)
 else:  # the same pipeline copying instead of sealing: the floor for any user-space tool
     with open(src, "rb", buffering=0) as s, open(dst, "wb", buffering=0) as d:
         run_pipeline(s, d, 1 << 20, 1 << 20, copy_block, None)
-elapsed = time.perf_counter() - started
-with open("/proc/self/status") as status:
-    peak = next(line for line in status if line.startswith("VmHWM:")).split()[1]
-print(elapsed, peak)
+print(time.perf_counter() - started)
 """
 
 
@@ -71,40 +72,47 @@ class Result:
     direction: str
     tool: str
     seconds: list[float]
+    cpu_seconds: list[float]
     peak_rss_kib: int
 
     @property
     def best(self) -> float:
         return min(self.seconds)
 
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
 
-def run_child(argv: list[str], rss_file: Path) -> tuple[float, int]:
-    """Wall time and peak RSS (KiB) of one process.
 
-    The peak comes from GNU time (a small C program) rather than our own wait4: on Linux
-    a child's ru_maxrss includes the memory of the process that forked it, which exec
-    carries over, and this bench's interpreter is itself ~25 MiB.
+def run_child(argv: list[str], rss_file: Path) -> tuple[float, float, int, str]:
+    """Wall time, CPU seconds (user + system), peak RSS (KiB) and stdout of one process.
+
+    GNU time (a small C program) measures rather than our own wait4: on Linux a child's
+    ru_maxrss includes the memory of the process that forked it, which exec carries over,
+    and this bench's interpreter is itself ~25 MiB. Its figures cover the processes the
+    child forked and waited for, so the sealing workers count too.
     """
     os.sync()
     started = time.perf_counter()
-    subprocess.run(
-        [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv], check=True, stdout=subprocess.DEVNULL
-    )
-    elapsed = time.perf_counter() - started
-    return elapsed, int(rss_file.read_text().split()[-1])
-
-
-def run_library(op: str, src: Path, dst: Path, key: str) -> tuple[float, int]:
-    """The library call's own time and its process's VmHWM (KiB)."""
-    os.sync()
     done = subprocess.run(
-        [PYTHON, "-c", LIBRARY_RUN, op, str(src), str(dst), key],
+        [GNU_TIME, "-f", "%M %U %S", "-o", str(rss_file), *argv],
         check=True,
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
     )
-    seconds, peak = done.stdout.split()
-    return float(seconds), int(peak)
+    elapsed = time.perf_counter() - started
+    peak, user, system = rss_file.read_text().split()[-3:]
+    return elapsed, float(user) + float(system), int(peak), done.stdout
+
+
+def run_library(
+    op: str, src: Path, dst: Path, key: str, workers: str, rss_file: Path
+) -> tuple[float, float, int]:
+    """The library call's own time, and the CPU seconds and peak RSS of its process tree."""
+    _, cpu, peak, out = run_child(
+        [PYTHON, "-c", LIBRARY_RUN, op, str(src), str(dst), key, workers], rss_file
+    )
+    return float(out), cpu, peak
 
 
 def openssl_rate() -> float | None:
@@ -167,8 +175,9 @@ def main() -> int:
                 "porchlight CLI",
                 [*porchlight_cli, "encrypt", "-r", recipient, "-o", str(out), str(plain)],
             ),
-            ("encrypt", "porchlight library", ("encrypt", plain, recipient)),
-            ("encrypt", "pipeline, no crypto", ("copy", plain, recipient)),
+            ("encrypt", "porchlight library", ("encrypt", plain, recipient, "auto")),
+            ("encrypt", "library, 1 process", ("encrypt", plain, recipient, "1")),
+            ("encrypt", "pipeline, no crypto", ("copy", plain, recipient, "1")),
             ("decrypt", "cp (age file)", ["cp", str(sealed), str(out)]),
             ("decrypt", "age 1.1.1", [age, "-d", "-i", str(key_file), "-o", str(out), str(sealed)]),
             (
@@ -176,10 +185,12 @@ def main() -> int:
                 "porchlight CLI",
                 [*porchlight_cli, "decrypt", "-i", str(key_file), "-o", str(out), str(sealed)],
             ),
-            ("decrypt", "porchlight library", ("decrypt", sealed, str(key_file))),
-            ("decrypt", "pipeline, no crypto", ("copy", sealed, str(key_file))),
+            ("decrypt", "porchlight library", ("decrypt", sealed, str(key_file), "auto")),
+            ("decrypt", "library, 1 process", ("decrypt", sealed, str(key_file), "1")),
+            ("decrypt", "pipeline, no crypto", ("copy", sealed, str(key_file), "1")),
         ]
-        results = [Result(d, t, [], 0) for d, t, _ in plans]
+        results = [Result(d, t, [], [], 0) for d, t, _ in plans]
+        load_before = os.getloadavg()
         # Interleave the repeats and shuffle the order each time: on this virtual machine
         # the first process to fill fresh page-cache pages after a big file is deleted can
         # pay seconds of kernel time in the copy (measured with perf: 70 % in
@@ -191,12 +202,15 @@ def main() -> int:
             for result, (_, _, plan) in order:
                 out.unlink(missing_ok=True)
                 if isinstance(plan, tuple):
-                    op, src, key = plan
-                    elapsed, rss = run_library(str(op), Path(str(src)), out, str(key))
+                    op, src, key, workers = plan
+                    elapsed, cpu, rss = run_library(
+                        str(op), Path(str(src)), out, str(key), str(workers), work / "rss.txt"
+                    )
                 else:
                     argv = [str(a) for a in plan]  # type: ignore[attr-defined]
-                    elapsed, rss = run_child(argv, work / "rss.txt")
+                    elapsed, cpu, rss, _ = run_child(argv, work / "rss.txt")
                 result.seconds.append(elapsed)
+                result.cpu_seconds.append(cpu)
                 result.peak_rss_kib = max(result.peak_rss_kib, rss)
                 print(f"  {result.direction} {result.tool}: {elapsed:.3f} s", file=sys.stderr)
         # Correctness, once: our decryption of age's file, and age's of ours.
@@ -216,27 +230,33 @@ def main() -> int:
         if not filecmp.cmp(out, plain, shallow=False):
             raise SystemExit("age's decryption of porchlight's file differs from the input")
 
+    load_after = os.getloadavg()
     rate = openssl_rate()
     print()
     print(
-        f"{args.size_mib} MiB file to file, best of {args.repeat} (median in brackets); "
-        f"GB = 10^9 bytes"
+        f"{args.size_mib} MiB file to file, {args.repeat} runs each: best (median in "
+        f"brackets); ratios best / median; CPU = user + system seconds of the whole "
+        f"process tree, median; GB = 10^9 bytes"
     )
     header = (
         f"| {'direction':9} | {'tool':19} | {'seconds':>15} | {'GB/s':>5} | "
-        f"{'vs age':>6} | {'vs cp':>6} | {'peak RSS':>9} |"
+        f"{'vs age':>13} | {'vs cp':>11} | {'CPU s':>5} | {'peak RSS':>9} |"
     )
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for result in results:
         same = [r for r in results if r.direction == result.direction]
-        age_best = next(r.best for r in same if r.tool.startswith("age"))
-        cp_best = next(r.best for r in same if r.tool.startswith("cp"))
-        seconds = f"{result.best:.3f} ({statistics.median(result.seconds):.3f})"
+        age_row = next(r for r in same if r.tool.startswith("age"))
+        cp_row = next(r for r in same if r.tool.startswith("cp"))
+        median = statistics.median(result.seconds)
+        seconds = f"{result.best:.3f} ({median:.3f})"
+        vs_age = f"{age_row.best / result.best:.2f}x / {age_row.median / median:.2f}x"
+        vs_cp = f"{cp_row.best / result.best:.0%} / {cp_row.median / median:.0%}"
         print(
             f"| {result.direction:9} | {result.tool:19} | {seconds:>15} | "
-            f"{size / result.best / 1e9:5.2f} | {age_best / result.best:5.2f}x | "
-            f"{cp_best / result.best:5.0%} | {result.peak_rss_kib / 1024:5.1f} MiB |"
+            f"{size / result.best / 1e9:5.2f} | {vs_age:>13} | {vs_cp:>11} | "
+            f"{statistics.median(result.cpu_seconds):5.2f} | "
+            f"{result.peak_rss_kib / 1024:5.1f} MiB |"
         )
     if rate is not None:
         print(
@@ -244,6 +264,12 @@ def main() -> int:
             f"{rate / 1e9:.2f} GB/s"
         )
     print(f"machine: {os.cpu_count()} cores; work directory {args.dir or tempfile.gettempdir()}")
+    print(
+        "load average (1, 5, 15 min) before: "
+        + ", ".join(f"{x:.1f}" for x in load_before)
+        + "; after: "
+        + ", ".join(f"{x:.1f}" for x in load_after)
+    )
     return 0
 
 

@@ -21,6 +21,7 @@ holds a lock (in OpenSSL, say) could leave the worker waiting forever for it.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import mmap
 import os
@@ -181,6 +182,7 @@ def _work(
     released = begin // mmap.PAGESIZE * mmap.PAGESIZE
     end_of_range = min(layout.src_start + stop * layout.src_chunk, layout.src_end)
     mapping.madvise(mmap.MADV_SEQUENTIAL, released, end_of_range - released)
+    reported = begin
     for block in range(first, stop, BLOCK_CHUNKS):
         block_stop = min(stop, block + BLOCK_CHUNKS)
         start = layout.src_start + block * layout.src_chunk
@@ -189,12 +191,15 @@ def _work(
         size = transform(piece, block_stop == layout.chunks, out)
         piece.release()
         _pwrite_all(dst_fd, out_view[:size], layout.dst_start + block * layout.dst_chunk)
-        report(end - start)
-        # Unmapping used pages keeps RSS flat; the page cache keeps them anyway.
+        # Unmapping used pages keeps RSS flat; the page cache keeps them anyway. Progress
+        # goes out at the same pace: a message a block would wake the parent 1024 times
+        # a GiB for nothing.
         drop = end // mmap.PAGESIZE * mmap.PAGESIZE
         if drop - released >= _DROP_EVERY or block_stop == stop:
             mapping.madvise(mmap.MADV_DONTNEED, released, drop - released)
             released = drop
+            report(end - reported)
+            reported = end
 
 
 def _worker_main(
@@ -213,6 +218,9 @@ def _worker_main(
         while view:
             view = view[os.write(pipe, view) :]
 
+    # The worker's own allocations are short-lived and acyclic; the collector would only
+    # walk the parent's objects it inherited.
+    gc.disable()
     try:
         _work(
             src_fd, dst_fd, layout, make_transform(first), first, stop, lambda n: send(_PROGRESS, n)
