@@ -23,19 +23,29 @@ from app.log import checkpoints
 from app.log.keys import LogSigner
 from app.log.models import LogAuditor, LogCosignature
 
-# Report line -> the action whose entries it counts (one entry per event).
-REPORT_ACTIONS: dict[str, str] = {
-    "requests_received": "request:submit",
-    "rejected_at_review": "request:reject",
-    "approved": "request:approve",
-    "residents_asked": "ask:create",
-    "consents": "ask:consent",
-    "declines": "ask:decline",
-    "asks_expired": "ask:expire",
-    "clips_shared": "clip:share",
-    "downloads": "clip:download",
-    "purges": "clip:purge",
+# Report line -> the actions whose entries it counts (one entry per event). Both spellings of
+# the lifecycle's actions are counted: the names the requests domain was asked to use and the
+# ones docs/log-format.md defines (`clip:delete` for a purge), so the report never misses one.
+REPORT_LINES: dict[str, tuple[str, ...]] = {
+    "requests_received": ("request:submit",),
+    "rejected_at_review": ("request:reject",),
+    "approved": ("request:approve",),
+    "residents_asked": ("ask:create",),
+    "consents": ("ask:consent",),
+    "declines": ("ask:decline",),
+    "asks_expired": ("ask:expire",),
+    "clips_shared": ("clip:share",),
+    "downloads": ("clip:download",),
+    "purges": ("clip:purge", "clip:delete"),
 }
+# Asks sent out in bulk are one `request:open` entry whose details.asks is how many.
+ASKS_IN_DETAILS = "request:open"
+
+# How each line is counted, for the report's readers (and `GET /api/transparency`).
+REPORT_ACTIONS: dict[str, str] = {
+    line: " + ".join(actions) for line, actions in REPORT_LINES.items()
+}
+REPORT_ACTIONS["residents_asked"] += f" + details.asks of {ASKS_IN_DETAILS}"
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,8 @@ class EntryView:
     leaf_hash: str  # hex
 
 
-def _view(row: LogEntry) -> EntryView:
+def view(row: LogEntry) -> EntryView:
+    """An entry row as auditors read it."""
     data = bytes(row.entry)
     try:
         document = json.loads(data)
@@ -80,7 +91,11 @@ def entries(
     if subject is not None:
         query = query.where(LogEntry.subject == subject)
     rows = session.scalars(query.order_by(LogEntry.index).limit(limit))
-    return [_view(row) for row in rows]
+    return [view(row) for row in rows]
+
+
+# The old private name, still used by app/web.
+_view = view
 
 
 @dataclass(frozen=True)
@@ -102,9 +117,11 @@ def _next_quarter(start: datetime) -> datetime:
 
 def transparency_report(session: Session, now: datetime) -> list[QuarterReport]:
     """Counts per quarter, from the first quarter with a counted entry to the current one."""
-    actions = list(REPORT_ACTIONS.values())
+    actions = [action for group in REPORT_LINES.values() for action in group]
     first = session.scalar(
-        select(func.min(LogEntry.created_at)).where(LogEntry.action.in_(actions))
+        select(func.min(LogEntry.created_at)).where(
+            LogEntry.action.in_([*actions, ASKS_IN_DETAILS])
+        )
     )
     if isinstance(first, str):  # SQLite aggregates bypass the column type
         first = datetime.fromisoformat(first)
@@ -114,26 +131,41 @@ def transparency_report(session: Session, now: datetime) -> list[QuarterReport]:
     reports: list[QuarterReport] = []
     while quarter <= now:
         end = _next_quarter(quarter)
+        in_quarter = (LogEntry.created_at >= quarter, LogEntry.created_at < end)
         rows = session.execute(
             select(LogEntry.action, func.count())
-            .where(
-                LogEntry.action.in_(actions),
-                LogEntry.created_at >= quarter,
-                LogEntry.created_at < end,
-            )
+            .where(LogEntry.action.in_(actions), *in_quarter)
             .group_by(LogEntry.action)
         )
         by_action = {action: int(count) for action, count in rows}
+        counts = {
+            line: sum(by_action.get(action, 0) for action in group)
+            for line, group in REPORT_LINES.items()
+        }
+        counts["residents_asked"] += sum(
+            _asks(bytes(data))
+            for data in session.scalars(
+                select(LogEntry.entry).where(LogEntry.action == ASKS_IN_DETAILS, *in_quarter)
+            )
+        )
         reports.append(
             QuarterReport(
                 quarter=f"{quarter.year}-Q{(quarter.month - 1) // 3 + 1}",
                 start=quarter,
                 end=end,
-                counts={line: by_action.get(action, 0) for line, action in REPORT_ACTIONS.items()},
+                counts=counts,
             )
         )
         quarter = end
     return reports
+
+
+def _asks(entry: bytes) -> int:
+    try:
+        value = json.loads(entry)["details"]["asks"]
+    except (ValueError, KeyError, TypeError):
+        return 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 @dataclass(frozen=True)

@@ -219,19 +219,24 @@ def test_transparency_report_counts_lifecycle_actions_per_quarter(community: Com
         (q4, "ask:expire", 1),
         (q4, "clip:share", 3),
         (q4, "clip:download", 4),
-        (q4, "clip:purge", 3),
+        (q4, "clip:purge", 2),
+        (q4, "clip:delete", 1),
         (q4, "invite:create", 7),  # not in the report
     ]
     with community.session() as session:
         for moment, action, count in plan:
             for number in range(count):
                 audit.append(session, "system", action, f"request:{number}", now=moment)
+        # Asks sent in bulk when a request opens: details.asks of request:open counts too.
+        audit.append(session, "system", "request:open", "request:1", {"asks": 4}, now=q4)
+        audit.append(session, "system", "request:open", "request:2", {"asks": 2}, now=q4)
     now = datetime(2027, 1, 15, tzinfo=UTC)
     community.app.state.clock = lambda: now
     response = community.client.get("/api/transparency")
     assert response.status_code == 200
     body = response.json()
     assert body["actions"]["consents"] == "ask:consent"
+    assert body["actions"]["purges"] == "clip:purge + clip:delete"
     quarters = {q["quarter"]: q["counts"] for q in body["quarters"]}
     assert list(quarters) == ["2026-Q3", "2026-Q4", "2027-Q1"]
     assert quarters["2026-Q3"] == {
@@ -243,7 +248,7 @@ def test_transparency_report_counts_lifecycle_actions_per_quarter(community: Com
         "requests_received": 2,
         "rejected_at_review": 0,
         "approved": 2,
-        "residents_asked": 5,
+        "residents_asked": 5 + 4 + 2,
         "consents": 3,
         "declines": 1,
         "asks_expired": 1,
