@@ -90,7 +90,8 @@ def _expire_requests(session: Session, now: datetime) -> tuple[int, int]:
             "expire",
             "system",
             now,
-            {"purged": [clip.id for clip in clips]},
+            # Each blob's deletion gets its own clip:delete entry naming it.
+            {"purged": len(clips)},
         )
         footage_request.expired_at = now
         purged += len(clips)
