@@ -28,9 +28,15 @@ from starlette.concurrency import run_in_threadpool
 from app.audit.models import LogHead
 from app.db import utcnow
 from app.log import tree
-from app.log.keys import LogSigner
+from app.log.keys import KEY_FILE, LogSigner
 from app.log.models import LogCheckpoint, LogCosignature
-from porchlight.tlog.checkpoint import Checkpoint, add_signatures, sign_checkpoint
+from porchlight.tlog.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    add_signatures,
+    open_checkpoint,
+    sign_checkpoint,
+)
 from porchlight.tlog.merkle import ProofError, verify_consistency
 from porchlight.tlog.note import parse_signature_line
 
@@ -86,6 +92,15 @@ def publish_checkpoint(
     previous = latest(session)
     if previous is not None and previous.size >= size:
         return previous
+    if previous is not None:
+        try:
+            open_checkpoint(previous.note, log_signer.signer.verifier())
+        except CheckpointError as error:
+            # Signing with another key would make every auditor reject the log.
+            raise InconsistentTree(
+                f"the latest checkpoint was not signed by this server's log key "
+                f"({log_signer.verifier_key}): is {KEY_FILE} the one this log was started with?"
+            ) from error
     root = tree.root_hash(session, size)
     if previous is not None and previous.size > 0:
         proof = tree.consistency(session, previous.size, size)

@@ -7,16 +7,19 @@ import base64
 import os
 import stat
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.audit import service as audit
 from app.audit.models import LogEntry
 from app.log import checkpoints, tree
-from app.log.keys import key_path
+from app.log.keys import key_path, load_or_create
 from app.log.models import LogCheckpoint, LogTreeNode
 from app.permissions import Role
+from app.settings import Settings
 from porchlight.tlog.checkpoint import open_checkpoint
 from porchlight.tlog.merkle import (
     complete_levels,
@@ -286,3 +289,19 @@ def test_append_many_is_the_same_log_as_appending_one_by_one(community: Communit
         assert one_by_one == many[base:]
         hashes = [leaf_hash(e) for e in many + one_by_one]
         assert tree.root_hash(session, len(hashes)) == root(hashes)
+
+
+def test_a_different_log_key_never_signs_this_log(community: Community, tmp_path: Path) -> None:
+    settings = community.app.state.settings
+    other = load_or_create(
+        Settings(data_dir=tmp_path / "other", database_url=settings.database_url)
+    )
+    assert other.verifier_key != community.app.state.log_signer.verifier_key
+    with community.session() as session:
+        audit.append(session, "system", "invite:create", "invite:1")
+    before = community.counts()
+    with community.app.state.sessionmaker() as session:
+        with pytest.raises(checkpoints.InconsistentTree, match="log key"):
+            checkpoints.publish_checkpoint(session, other)
+        session.rollback()
+    assert community.counts() == before
