@@ -190,6 +190,12 @@ def seed(url: str, devices: int) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -503,11 +509,15 @@ def main() -> None:
                 asks = connection.execute(text("SELECT count(*) FROM asks")).scalar_one()
             engine.dispose()
             print(f"fan-out: {asks} asks in {fan_out_s:.2f} s; first polls...", file=sys.stderr)
+            cpu = cpu_seconds(pid)
             first = polls(base, world["devices"], 0, args.processes, args.threads, True)
+            first_cpu_ms = (cpu_seconds(pid) - cpu) * 1000 / first[0]
             print("steady polls...", file=sys.stderr)
+            cpu = cpu_seconds(pid)
             steady = polls(
                 base, world["devices"], args.poll_seconds, args.processes, args.threads, False
             )
+            steady_cpu_ms = (cpu_seconds(pid) - cpu) * 1000 / steady[0]
             print("transfer...", file=sys.stderr)
             moved = transfer(base, pid, world, created["id"], args.size_mib, work)
 
@@ -519,13 +529,13 @@ def main() -> None:
     print("| measure | result | target |")
     print("|---|---:|---:|")
     print(f"| fan-out: approve -> {asks} asks, request open | {fan_out_s:.2f} s | < 2 s |")
-    for label, (count, wall, p50, p99) in (
-        ("first poll (logs delivery)", first),
-        ("steady polls", steady),
+    for label, (count, wall, p50, p99), cpu_ms in (
+        ("first poll (logs delivery)", first, first_cpu_ms),
+        ("steady polls", steady, steady_cpu_ms),
     ):
         print(
             f"| {label}: {count} polls | {count / wall:,.0f} polls/s, p50 {p50:.1f} ms, "
-            f"p99 {p99:.1f} ms | >= 1,000/s, p99 < 50 ms |"
+            f"p99 {p99:.1f} ms; server CPU {cpu_ms:.2f} ms/poll | >= 1,000/s, p99 < 50 ms |"
         )
     print(
         f"| upload {mb:,.0f} MB | {mb / moved['upload_s']:,.0f} MB/s, RSS +"
@@ -536,6 +546,9 @@ def main() -> None:
         f"{moved['download_rss']:.1f} MiB | >= 300 MB/s, < 50 MiB |"
     )
     print(f"\nserver RSS before the transfer: {moved['rss_before']:.0f} MiB")
+    print(
+        f"load average at the end (1/5/15 min): {' / '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
 
 
 if __name__ == "__main__":
