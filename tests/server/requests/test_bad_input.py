@@ -231,6 +231,13 @@ def test_bad_uploads_change_nothing(world: World) -> None:
         },
     )
     assert truncated.status_code == 422, truncated.text
+    # More bytes than the manifest says, sent chunked (no Content-Length to refuse early).
+    padded = good.data + b"extra"
+    headers = world.upload_headers(device, ask_id, good, body=padded)
+    oversized = world.client.put(
+        f"/api/device/asks/{ask_id}/clips/{good.clip_id}", content=iter([padded]), headers=headers
+    )
+    _refused(world, oversized, 413, "more bytes than the manifest")
     assert world.community.counts() == before
     store = world.community.app.state.clip_store
     assert list(store.blob_dir.iterdir()) == []
