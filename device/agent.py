@@ -109,6 +109,8 @@ class Agent:
                 "recovery": summary.recovery.summary(),
             },
         )
+        # Before recording anything: a restart after "disk full" must make room first.
+        self._retention(self.wall_start)
         cfg = self.config
         fps = getattr(self.source, "fps", cfg.camera.fps)
         analysis_fps = min(fps, cfg.motion.analysis_fps)
@@ -183,7 +185,14 @@ class Agent:
                     streak = streak + 1 if score >= cfg.motion.min_area else 0
                     detected = streak >= cfg.motion.min_frames
                 packets = encoder.encode(image, frame.time)
-                recorder.push(packets, frame.time, detected, score)
+                try:
+                    recorder.push(packets, frame.time, detected, score)
+                except OSError as error:
+                    # Disk full or failing card: drop this clip (its partial file goes), make
+                    # room, and keep watching rather than crash-looping.
+                    log.error("could not write clip: %s; dropping it", error)
+                    recorder.abort()
+                    self._retention(self.wall_start + timedelta(seconds=frame.time))
                 summary.frames += 1
                 if frame.time - last_retention >= 60:
                     last_retention = frame.time

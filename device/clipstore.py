@@ -150,7 +150,8 @@ class OpenClip:
         self._open = True
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._age.write(data)
+        if self._open:  # an aborted clip swallows what its muxer still flushes
+            self._age.write(data)
         return len(data)
 
     def writable(self) -> bool:

@@ -43,7 +43,14 @@ def test_kill_9_at_random_moments_leaves_only_valid_clips(device_dir: DeviceDir)
             env=os.environ | {"PYTHONPATH": str(REPO)},
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.8, 3.5))
+        # Kill "while recording": once a clip is being written, at a random moment after.
+        deadline = time.monotonic() + 60
+        clips_dir = device_dir.path / "clips"
+        while time.monotonic() < deadline and agent.poll() is None:
+            if clips_dir.is_dir() and any(p.name.endswith(".partial") for p in clips_dir.iterdir()):
+                break
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 2.5))
         agent.send_signal(signal.SIGKILL)
         agent.wait()
 
