@@ -73,6 +73,11 @@ def _api(server: str, call: Callable[[], T]) -> T:
             "and only for your own agency)",
             404: "no such request for your agency; 'porchlight request status' lists them",
         }.get(error.status_code)
+        if error.status_code >= 500:
+            raise CommandError(
+                f"the server failed ({error.status_code}): {error.message}",
+                hint="try again later, or tell the community's operator",
+            ) from None
         raise CommandError(
             f"the server refused ({error.status_code}): {error.message}", hint=hint
         ) from None

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from app.permissions import Role
+from app.settings import Settings
 from device.clipstore import ClipStore
 from device.keys import load_device_key, parse_recipients
 from porchlight.cli import main
@@ -52,12 +53,14 @@ class World:
 
 
 @pytest.fixture
-def world(community: Community, database_url: str, tmp_path: Path, backend: str) -> Iterator[World]:
+def world(
+    community: Community, database_url: str, settings: Settings, tmp_path: Path, backend: str
+) -> Iterator[World]:
     if backend != "sqlite":
         pytest.skip("client error paths do not depend on the database")
     warrant = tmp_path / "warrant.pdf"
     warrant.write_bytes(b"%PDF-1.7 warrant")
-    with live_server(database_url, tmp_path / "server") as url:
+    with live_server(database_url, settings.data_dir) as url:
         yield World(
             url,
             community.person(Role.requester),

@@ -27,6 +27,7 @@ import pytest
 from app.accounts.models import User
 from app.agencies import service as agencies
 from app.permissions import Role
+from app.settings import Settings
 from device.clipstore import ClipStore
 from device.keys import load_device_key
 from device.sync import DeviceSync, SyncError
@@ -122,6 +123,7 @@ def short_video() -> Path:
 def test_footage_request_end_to_end(
     community: Community,
     database_url: str,
+    settings: Settings,
     tmp_path: Path,
     short_video: Path,
     capsys: pytest.CaptureFixture[str],
@@ -157,7 +159,8 @@ def test_footage_request_end_to_end(
     recorded = Recorded()
     monkeypatch.setattr(request_cli, "make_client", recorded.client)
 
-    with live_server(database_url, tmp_path / "server") as url:
+    # The live server shares the in-process app's data directory: one log key, one clip store.
+    with live_server(database_url, settings.data_dir) as url:
         # -- two homes: init, enrol, locate, record a real clip (both agents at once) ---------
         for home in homes.values():
             ok(
@@ -377,6 +380,30 @@ def test_footage_request_end_to_end(
         )
         assert videos[0].read_bytes() == exported.read_bytes()
         assert exported.stat().st_size > 100_000
+
+        # -- a blob altered at rest on the server is refused by the requester's check ----------
+        (blob,) = [p for p in settings.data_dir.rglob("*") if p.parent.name == "blobs"]
+        data = bytearray(blob.read_bytes())
+        data[-100] ^= 0x01  # one bit in the payload: same size, different SHA-256
+        blob.write_bytes(bytes(data))
+        tampered_dir = tmp_path / "downloads-again"
+        code, out, err = cli(
+            capsys,
+            "request",
+            "download",
+            request_id,
+            "--server",
+            url,
+            "--token",
+            requester.token,
+            "-o",
+            str(tampered_dir),
+            "-i",
+            str(agency_identity_file),
+        )
+        assert code == 1, out
+        assert "does not match its signed manifest" in err and "porchlight: error:" in err
+        assert not [p for p in tampered_dir.glob("*") if p.suffix in {".age", ".mp4", ".partial"}]
 
         # -- and a direct look at what the requester's API shows -------------------------------
         with recorded.client(url, requester.token) as as_requester:
