@@ -463,9 +463,12 @@ class DeviceSync:
                     "to finish uploading them",
                 )
             current = self.ask(ask_id)
-            if current is not None and current.state in TERMINAL_ASK_STATES:
+            # The server lists only asks a device can still act on: one that is gone was
+            # declined or revoked on the server, or its request expired; stop sharing.
+            if current is None or current.state in TERMINAL_ASK_STATES:
                 self._discard(ask_id, chosen)
-                raise SyncError(f"ask {ask_id} is {current.state}; nothing more is uploaded")
+                gone = "no longer open" if current is None else current.state
+                raise SyncError(f"ask {ask_id} is {gone}; nothing more is uploaded for it")
             progress(f"continuing the consent to ask {ask_id}")
         if not state["consent_posted"]:
             self._post_consent(ask_id, state)

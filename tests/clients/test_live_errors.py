@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,8 @@ from app.permissions import Role
 from app.settings import Settings
 from device.clipstore import ClipStore
 from device.keys import load_device_key, parse_recipients
+from device.sync import DeviceSync, SyncError
+from porchlight.age import read_identity_file
 from porchlight.cli import main
 from tests.server.factories import Community, Person
 from tests.server.live import live_server
@@ -125,6 +128,7 @@ def test_device_consent_refusals_send_nothing(
     passphrase = world.tmp / "passphrase"
     passphrase.write_text(PASSPHRASE)
     homes = {}
+    residents = {}
     for name, lat in (("A", 51.5012), ("B", 51.5021)):
         resident = community.person(Role.resident)
         data_dir = world.tmp / f"home-{name}"
@@ -143,6 +147,7 @@ def test_device_consent_refusals_send_nothing(
         )
         assert located.status_code == 200, located.text
         homes[name] = data_dir
+        residents[name] = resident
     # A clip recorded ten hours ago, outside the request's two-hour window, and one inside it.
     config_text = (homes["A"] / "config.toml").read_text()
     recipient = next(line for line in config_text.splitlines() if "age1" in line)
@@ -203,3 +208,39 @@ def test_device_consent_refusals_send_nothing(
     code, _, err = run(capsys, *decline)
     assert code == 1 and "porchlight: error: the server refused:" in err
     assert asks("B") == []
+
+    # A consent whose upload was cut off, then revoked on the server by the resident: the next
+    # run stops, unpins the clip and deletes the rewrapped copy and the per-ask key.
+    with (
+        DeviceSync(homes["A"], transport=DroppingUploads(), retries=0) as sync,
+        pytest.raises(SyncError, match="failed"),
+    ):
+        sync.consent(
+            str(ask_a["ask_id"]),
+            [new_clip],
+            lambda: read_identity_file(homes["A"] / "homeowner-identity.age", PASSPHRASE),
+        )
+    outbox = homes["A"] / "clips" / "outbox" / str(ask_a["ask_id"])
+    assert (outbox / f"{new_clip}.age").exists() and (outbox / "state.json").exists()
+    assert stat.S_IMODE((outbox / "state.json").stat().st_mode) == 0o600
+    store = ClipStore(homes["A"], device_public_key=key.public_key())
+    assert store.get(new_clip).pinned
+    revoked = community.client.post(
+        f"/api/asks/{ask_a['ask_id']}/revoke", headers=community.auth(residents["A"])
+    )
+    assert revoked.status_code == 200, revoked.text
+    code, _, err = run(capsys, "device", "consent", str(ask_a["ask_id"]), "--data-dir",
+                       str(homes["A"]))  # fmt: skip
+    assert code == 1 and "nothing more is uploaded" in err
+    assert not outbox.exists()
+    assert not store.get(new_clip).pinned
+    store.close()
+
+
+class DroppingUploads(httpx.HTTPTransport):
+    """The network failing every clip upload (the consent itself gets through)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            raise httpx.ConnectError("connection reset by the test", request=request)
+        return super().handle_request(request)

@@ -364,6 +364,13 @@ def test_footage_request_end_to_end(
         assert videos[0].name.endswith(f"-{clip_a}.mp4")
         assert not list(downloads.glob("*.partial"))
 
+        # A second download into the same folder fetches nothing again (each fetch is logged).
+        fetched = len([r for r in recorded.responses if '"application/octet-stream"' in r[2]])
+        ok(capsys, "request", "download", request_id, "--server", url, "--token",
+           requester.token, "-o", str(downloads), "-i", str(agency_identity_file))  # fmt: skip
+        assert fetched == 1
+        assert len([r for r in recorded.responses if '"application/octet-stream"' in r[2]]) == 1
+
         # -- the homeowner's own export of the same clip: byte for byte the same ----------------
         exported = tmp_path / "homeowner-export.mp4"
         ok(
