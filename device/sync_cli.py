@@ -14,7 +14,7 @@ import getpass
 import json
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def _read_passphrase(path: Path | None) -> str:
     return passphrase
 
 
-def _unlocker(args: argparse.Namespace) -> Any:
+def _unlocker(args: argparse.Namespace) -> Callable[[], Sequence[Identity]]:
     """Unlock the homeowner identity only when it is needed (a resumed upload needs none)."""
 
     def unlock() -> Sequence[Identity]:
