@@ -22,6 +22,14 @@ REPO = Path(__file__).resolve().parents[2]
 PORCHLIGHT = str(Path(sys.executable).parent / "porchlight")
 
 
+def ready(clips_dir: Path, wait_for_seal: bool, sealed_before: int) -> bool:
+    if not clips_dir.is_dir():
+        return False
+    if wait_for_seal:
+        return len(list(clips_dir.glob("*.age"))) > sealed_before
+    return any(p.name.endswith(".partial") for p in clips_dir.iterdir())
+
+
 def test_kill_9_at_random_moments_leaves_only_valid_clips(device_dir: DeviceDir) -> None:
     video = require_testdata("video", "vtest.avi")  # people walking the whole time
     device_dir.write_config(**{"max_clip_seconds = 300.0": "max_clip_seconds = 10.0"})
@@ -44,13 +52,19 @@ def test_kill_9_at_random_moments_leaves_only_valid_clips(device_dir: DeviceDir)
             stderr=subprocess.DEVNULL,
         )
         # Kill "while recording": once a clip is being written, at a random moment after.
-        deadline = time.monotonic() + 60
+        # Every fourth round waits for a clip to be sealed first, so there are always sealed
+        # clips to check and some kills land just after a rename, however loaded the machine.
         clips_dir = device_dir.path / "clips"
-        while time.monotonic() < deadline and agent.poll() is None:
-            if clips_dir.is_dir() and any(p.name.endswith(".partial") for p in clips_dir.iterdir()):
-                break
+        sealed_before = len(list(clips_dir.glob("*.age"))) if clips_dir.is_dir() else 0
+
+        deadline = time.monotonic() + 60
+        while (
+            time.monotonic() < deadline
+            and agent.poll() is None
+            and not ready(clips_dir, round_ % 4 == 0, sealed_before)
+        ):
             time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 2.5))
+        time.sleep(rng.uniform(0.0, 0.5 if round_ % 4 == 0 else 2.5))
         agent.send_signal(signal.SIGKILL)
         agent.wait()
 
