@@ -35,7 +35,14 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from porchlight.age.errors import AgeError, AuthenticationError, MalformedError
-from porchlight.age.pipeline import BLOCK_CHUNKS, Progress, Transform, opener, sealer
+from porchlight.age.pipeline import (
+    BLOCK_CHUNKS,
+    WRITE_PIECE,
+    Progress,
+    Transform,
+    opener,
+    sealer,
+)
 from porchlight.age.stream import CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, TAG_SIZE
 
 # Below this many payload bytes the fork costs more than a second core saves.
@@ -159,7 +166,8 @@ def open_parallel(
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     while data:
-        written = os.pwrite(fd, data, offset)
+        # In pieces: see WRITE_PIECE for why large writes cost more.
+        written = os.pwrite(fd, data[:WRITE_PIECE], offset)
         data = data[written:]
         offset += written
 
