@@ -320,7 +320,10 @@ def cmd_download(args: argparse.Namespace) -> int:
             target = out_dir / f"{name}.age"
             if not (target.exists() and _sha256_file(target) == manifest.ciphertext_sha256):
                 if not item.get("downloadable", True):
-                    failures.append(f"{label}: {manifest.clip_id} is no longer downloadable")
+                    print(
+                        f"porchlight: {label}: {manifest.clip_id} is no longer downloadable",
+                        file=sys.stderr,
+                    )
                     continue
                 partial = target.with_name(target.name + ".partial")
                 bar = ProgressBar(f"{name}.age")

@@ -90,6 +90,12 @@ def ok(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return out
 
 
+def age_payload(data: bytes) -> bytes:
+    """What follows an age header ("--- <MAC>" line, c2sp.org/age): nonce and STREAM chunks."""
+    mac_line = data.index(b"\n--- ") + 1
+    return data[data.index(b"\n", mac_line) + 1 :]
+
+
 def keys_of(value: Any) -> Iterator[str]:
     if isinstance(value, dict):
         for key, item in value.items():
@@ -390,6 +396,10 @@ def test_footage_request_end_to_end(
 
         # -- a blob altered at rest on the server is refused by the requester's check ----------
         (blob,) = [p for p in settings.data_dir.rglob("*") if p.parent.name == "blobs"]
+        # Sharing cost a header, not a re-encryption: the stored payload is the home's own.
+        home_clip = (homes["A"].data_dir / "clips" / f"{clip_a}.age").read_bytes()
+        assert age_payload(blob.read_bytes()) == age_payload(home_clip)
+        assert blob.read_bytes() != home_clip  # a different header (the agency's recipient)
         data = bytearray(blob.read_bytes())
         data[-100] ^= 0x01  # one bit in the payload: same size, different SHA-256
         blob.write_bytes(bytes(data))
