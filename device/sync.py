@@ -29,7 +29,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,8 @@ class Ask:
     deadline: str | None
     request: dict[str, Any]
     agency_recipient: str
+    # Everything the server said (e.g. clip_ids, uploaded_clip_ids), for --json output.
+    document: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Ask:
@@ -132,6 +134,7 @@ class Ask:
             deadline=data.get("deadline"),
             request=dict(data["request"]),
             agency_recipient=str(data["agency_recipient"]),
+            document=dict(data),
         )
 
     @property

@@ -171,6 +171,15 @@ def _describe(ask: Ask, clips: Sequence[Any]) -> list[str]:
         f"  area          {area.get('radius_m', '-')} m around "
         f"{area.get('lat', '-')}, {area.get('lon', '-')}",
     ]
+    chosen = ask.document.get("clip_ids") or []
+    if chosen:
+        uploaded = set(ask.document.get("uploaded_clip_ids") or [])
+        lines.append(
+            "  you shared    "
+            + ", ".join(
+                f"{c} ({'uploaded' if c in uploaded else 'not yet uploaded'})" for c in chosen
+            )
+        )
     if clips:
         lines.append("  your clips inside the window:")
         lines += [
@@ -194,17 +203,7 @@ def _asks(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                [
-                    {
-                        "ask_id": ask.ask_id,
-                        "state": ask.state,
-                        "deadline": ask.deadline,
-                        "request": ask.request,
-                        "agency_recipient": ask.agency_recipient,
-                        "clips": [c.as_json() for c in clips],
-                    }
-                    for ask, clips in listed
-                ],
+                [ask.document | {"clips": [c.as_json() for c in clips]} for ask, clips in listed],
                 indent=1,
             )
         )

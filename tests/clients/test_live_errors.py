@@ -122,63 +122,84 @@ def test_close_and_download_of_a_request_under_review(
     assert "nothing shared (yet)" in out
 
 
-def test_device_consent_refusals_send_nothing(
-    world: World, community: Community, capsys: pytest.CaptureFixture[str]
-) -> None:
+def setup_home(
+    world: World, community: Community, capsys: pytest.CaptureFixture[str], name: str, lat: float
+) -> tuple[Path, Person]:
+    """`device init` + `enroll` for a new resident, with the device located at (lat, -0.1201)."""
     passphrase = world.tmp / "passphrase"
     passphrase.write_text(PASSPHRASE)
-    homes = {}
-    residents = {}
-    for name, lat in (("A", 51.5012), ("B", 51.5021)):
-        resident = community.person(Role.resident)
-        data_dir = world.tmp / f"home-{name}"
-        assert run(capsys, "device", "init", "--data-dir", str(data_dir),
-                   "--passphrase-file", str(passphrase), "--classic")[0] == 0  # fmt: skip
-        code = community.client.post(
-            "/api/devices/enrolment-codes", headers=community.auth(resident)
-        ).json()["code"]
-        assert run(capsys, "device", "enroll", "--server", world.url, "--code", code,
-                   "--data-dir", str(data_dir))[0] == 0  # fmt: skip
-        device_id = json.loads((data_dir / "enrolment.json").read_text())["device_id"]
-        located = community.client.put(
-            f"/api/devices/{device_id}/location",
-            json={"latitude": lat, "longitude": -0.1201},
-            headers=community.auth(resident),
-        )
-        assert located.status_code == 200, located.text
-        homes[name] = data_dir
-        residents[name] = resident
-    # A clip recorded ten hours ago, outside the request's two-hour window, and one inside it.
-    config_text = (homes["A"] / "config.toml").read_text()
+    resident = community.person(Role.resident)
+    data_dir = world.tmp / f"home-{name}"
+    assert run(capsys, "device", "init", "--data-dir", str(data_dir),
+               "--passphrase-file", str(passphrase), "--classic")[0] == 0  # fmt: skip
+    code = community.client.post(
+        "/api/devices/enrolment-codes", headers=community.auth(resident)
+    ).json()["code"]
+    assert run(capsys, "device", "enroll", "--server", world.url, "--code", code,
+               "--data-dir", str(data_dir))[0] == 0  # fmt: skip
+    device_id = json.loads((data_dir / "enrolment.json").read_text())["device_id"]
+    located = community.client.put(
+        f"/api/devices/{device_id}/location",
+        json={"latitude": lat, "longitude": -0.1201},
+        headers=community.auth(resident),
+    )
+    assert located.status_code == 200, located.text
+    return data_dir, resident
+
+
+def add_clips(data_dir: Path, *hours_ago: float) -> list[str]:
+    """Seal small clips that started `hours_ago` through the device's real clip store."""
+    config_text = (data_dir / "config.toml").read_text()
     recipient = next(line for line in config_text.splitlines() if "age1" in line)
     recipient = recipient[recipient.index("age1") :].split('"')[0]
-    key = load_device_key(homes["A"])
-    store = ClipStore(homes["A"], device_key=key, recipients=parse_recipients([recipient]))
+    store = ClipStore(
+        data_dir, device_key=load_device_key(data_dir), recipients=parse_recipients([recipient])
+    )
     clip_ids = []
-    for hours_ago in (10, 1):
-        start = datetime.now(UTC) - timedelta(hours=hours_ago)
+    for hours in hours_ago:
+        start = datetime.now(UTC) - timedelta(hours=hours)
         clip = store.begin(start)
-        body = f"not really a video, {hours_ago} h ago".encode()
+        body = f"not really a video, {hours} h ago".encode()
         clip.write(body)
         clip_ids.append(
             clip.seal(start + timedelta(seconds=5), 5.0, 0.5, hashlib.sha256(body).hexdigest()).id
         )
     store.close()
-    old_clip, new_clip = clip_ids
+    return clip_ids
 
+
+def open_request(world: World, community: Community, capsys: pytest.CaptureFixture[str]) -> int:
     code, out, err = run(capsys, "request", "submit", *world.request_args(), "--json")
     assert code == 0, err
-    request_id = json.loads(out)["id"]
+    request_id = int(json.loads(out)["id"])
     with httpx.Client(base_url=world.url, headers=community.auth(world.reviewer)) as reviewer:
         approved = reviewer.post(
             f"/api/requests/{request_id}/review", json={"decision": "approve", "reason": "ok"}
         )
     assert approved.status_code == 200, approved.text
+    return request_id
+
+
+def device_asks(capsys: pytest.CaptureFixture[str], data_dir: Path) -> list[dict[str, Any]]:
+    code, out, err = run(capsys, "device", "asks", "--json", "--data-dir", str(data_dir))
+    assert code == 0, err
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_device_consent_refusals_send_nothing(
+    world: World, community: Community, capsys: pytest.CaptureFixture[str]
+) -> None:
+    passphrase = world.tmp / "passphrase"
+    homes, residents = {}, {}
+    for name, lat in (("A", 51.5012), ("B", 51.5021)):
+        homes[name], residents[name] = setup_home(world, community, capsys, name, lat)
+    key = load_device_key(homes["A"])
+    # A clip recorded ten hours ago, outside the request's two-hour window, and one inside it.
+    old_clip, new_clip = add_clips(homes["A"], 10, 1)
+    open_request(world, community, capsys)
 
     def asks(home: str) -> list[dict[str, Any]]:
-        code, out, err = run(capsys, "device", "asks", "--json", "--data-dir", str(homes[home]))
-        assert code == 0, err
-        return json.loads(out)  # type: ignore[no-any-return]
+        return device_asks(capsys, homes[home])
 
     ask_a = asks("A")[0]
     ask_b = asks("B")[0]
@@ -244,3 +265,50 @@ class DroppingUploads(httpx.HTTPTransport):
         if request.method == "PUT":
             raise httpx.ConnectError("connection reset by the test", request=request)
         return super().handle_request(request)
+
+
+class LosingConsentAnswer(httpx.HTTPTransport):
+    """The consent reaches the server, but its answer is lost on the way back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.url.path.endswith("/consent") and not self.lost:
+            self.lost += 1
+            response.close()
+            raise httpx.ReadError("connection dropped by the test", request=request)
+        return response
+
+
+def test_a_consent_whose_answer_was_lost_completes_on_the_next_run(
+    world: World, community: Community, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home, _ = setup_home(world, community, capsys, "A", 51.5012)
+    (clip,) = add_clips(home, 1)
+    request_id = open_request(world, community, capsys)
+    ask_id = str(device_asks(capsys, home)[0]["ask_id"])
+    losing = LosingConsentAnswer()
+    unlock = lambda: read_identity_file(home / "homeowner-identity.age", PASSPHRASE)  # noqa: E731
+    with (
+        DeviceSync(home, transport=losing, retries=0) as sync,
+        pytest.raises(SyncError, match="cannot reach"),
+    ):
+        sync.consent(ask_id, [clip], unlock)
+    assert losing.lost == 1
+    assert device_asks(capsys, home)[0]["state"] == "consented"  # the server did record it
+    # The re-run posts the same receipt again (a replay, 409), sees the ask consented, uploads.
+    code, out, err = run(capsys, "device", "consent", ask_id, "--data-dir", str(home))
+    assert code == 0, err
+    assert f"shared 1 clip(s) with ask {ask_id}: {clip}" in out
+    assert device_asks(capsys, home)[0]["uploaded_clip_ids"] == [clip]
+    code, out, _ = run(capsys, "device", "asks", "--data-dir", str(home))
+    assert f"you shared    {clip} (uploaded)" in out
+    assert not (home / "clips" / "outbox").exists() or not any(
+        (home / "clips" / "outbox").iterdir()
+    )
+    with httpx.Client(base_url=world.url, headers=community.auth(world.requester)) as requester:
+        shared = requester.get(f"/api/requests/{request_id}/shared").json()
+    assert [item["manifest"]["clip_id"] for item in shared] == [clip]
