@@ -119,13 +119,13 @@ def get_inclusion_proof(
     tree_size = _size_or_latest(session, size)
     if index >= tree_size:
         raise InvalidInput(f"entry {index} is not in a tree of size {tree_size}")
-    read = tree.node_reader(session)
+    leaf, root, proof = tree.inclusion_with_root(session, index, tree_size)
     return InclusionProofOut(
         index=index,
         size=tree_size,
-        leaf_hash=_b64(read([(0, index)])[0]),
-        root_hash=_b64(tree.root_hash(session, tree_size)),
-        proof=[_b64(node) for node in tree.inclusion(session, index, tree_size)],
+        leaf_hash=_b64(leaf),
+        root_hash=_b64(root),
+        proof=[_b64(node) for node in proof],
     )
 
 
