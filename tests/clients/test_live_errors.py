@@ -246,6 +246,10 @@ def test_device_consent_refusals_send_nothing(
     assert stat.S_IMODE((outbox / "state.json").stat().st_mode) == 0o600
     store = ClipStore(homes["A"], device_public_key=key.public_key())
     assert store.get(new_clip).pinned
+    # The agent's crash recovery (run at every start) leaves the outbox alone.
+    report = store.recover()
+    assert not report.changed, report
+    assert (outbox / f"{new_clip}.age").exists() and (outbox / "state.json").exists()
     revoked = community.client.post(
         f"/api/asks/{ask_a['ask_id']}/revoke", headers=community.auth(residents["A"])
     )
