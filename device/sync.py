@@ -84,8 +84,13 @@ def load_enrolment(data_dir: Path) -> DeviceEnrolment | None:
     path = data_dir / ENROLMENT_FILE
     if not path.exists():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return DeviceEnrolment(str(data["server"]), int(data["device_id"]), str(data["credential"]))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return DeviceEnrolment(str(data["server"]), int(data["device_id"]), str(data["credential"]))
+    except (ValueError, KeyError, TypeError):
+        raise SyncError(
+            f"{path} is damaged", hint="enrol the device again with a new code"
+        ) from None
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -206,7 +211,7 @@ class DeviceSync:
         self.data_dir = data_dir
         self.saved = saved
         self.client = PorchlightClient(saved.server, transport=transport)
-        self.retries = retries
+        self.retries = max(0, retries)
         self.backoff = backoff
         self.sleep = sleep
         self.clock = clock

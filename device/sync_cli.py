@@ -245,11 +245,17 @@ def _decline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retries(text: str) -> int:
+    if not text.isdigit() or int(text) > 20:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of retries from 0 to 20")
+    return int(text)
+
+
 def _sync_options(parser: argparse.ArgumentParser) -> None:
     add_data_dir(parser)
     parser.add_argument(
         "--retries",
-        type=int,
+        type=_retries,
         default=5,
         help="retries (with doubling waits from 0.5 s) while the server is unreachable",
     )

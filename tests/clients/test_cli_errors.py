@@ -169,3 +169,15 @@ def test_decline_refused_while_a_consent_is_uploading(
     assert code == 1
     assert "already has a consent being uploaded" in err
     assert "cannot reach" not in err  # refused locally, before any call
+
+
+def test_a_damaged_enrolment_file_is_named(
+    capsys: pytest.CaptureFixture[str], device_dir: Path
+) -> None:
+    (device_dir / "enrolment.json").write_text('{"server": "http://x"}')
+    code, _, err = run(["device", "asks", "--data-dir", str(device_dir)], capsys)
+    assert code == 1
+    assert "enrolment.json is damaged" in err and "enrol the device again" in err
+    with pytest.raises(SystemExit):
+        main(["device", "asks", "--data-dir", str(device_dir), "--retries", "-1"])
+    assert "is not a number of retries" in capsys.readouterr().err
