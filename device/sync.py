@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -450,6 +452,35 @@ class DeviceSync:
         transfer: TransferProgress = lambda _clip: None,
     ) -> UploadOutcome:
         """Consent to ``ask_id`` with ``clip_ids`` and upload them; or finish an earlier run."""
+        with self._consent_lock():
+            return self._consent(ask_id, clip_ids, unlock, progress, transfer)
+
+    @contextmanager
+    def _consent_lock(self) -> Iterator[None]:
+        """One consent at a time per device: two runs would race on one ask's outbox."""
+        outbox = self.store.clips_dir / OUTBOX
+        outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with (outbox / ".lock").open("a") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SyncError(
+                    "another 'porchlight device consent' is running on this device",
+                    hint="wait for it to finish",
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _consent(
+        self,
+        ask_id: str,
+        clip_ids: Sequence[str] | None,
+        unlock: Callable[[], Sequence[Identity]],
+        progress: Progress,
+        transfer: TransferProgress,
+    ) -> UploadOutcome:
         state = self._load(ask_id)
         resumed = state is not None
         if state is None:

@@ -3,6 +3,7 @@ nothing, for every user mistake that can be caught before or without the server'
 
 from __future__ import annotations
 
+import fcntl
 import json
 import socket
 from pathlib import Path
@@ -155,7 +156,7 @@ def test_consent_needs_clips_and_existing_ones(
     assert code == 1
     assert "choose the clips to share with --clips" in err
     # Nothing was left behind for a consent that never started.
-    assert not (device_dir / "clips" / "outbox").exists()
+    assert not list((device_dir / "clips").glob("outbox/*/"))
 
 
 def test_decline_refused_while_a_consent_is_uploading(
@@ -181,3 +182,16 @@ def test_a_damaged_enrolment_file_is_named(
     with pytest.raises(SystemExit):
         main(["device", "asks", "--data-dir", str(device_dir), "--retries", "-1"])
     assert "is not a number of retries" in capsys.readouterr().err
+
+
+def test_one_consent_at_a_time(capsys: pytest.CaptureFixture[str], device_dir: Path) -> None:
+    outbox = device_dir / "clips" / "outbox"
+    outbox.mkdir(parents=True)
+    with (outbox / ".lock").open("a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # another run, in the middle of its upload
+        code, _, err = run(
+            ["device", "consent", "4", "--clips", "x", "--data-dir", str(device_dir)], capsys
+        )
+    assert code == 1
+    assert "another 'porchlight device consent' is running" in err
+    assert "cannot reach" not in err
