@@ -394,6 +394,17 @@ def test_footage_request_end_to_end(
         assert videos[0].read_bytes() == exported.read_bytes()
         assert exported.stat().st_size > 100_000
 
+        # -- another agency's identity cannot open it: a clear error, no video written ---------
+        other_identity = tmp_path / "other-agency.txt"
+        write_identity_file(other_identity, generate_identity(), None)
+        wrong_dir = tmp_path / "downloads-wrong-key"
+        code, _, err = cli(capsys, "request", "download", request_id, "--server", url,
+                           "--token", requester.token, "-o", str(wrong_dir),
+                           "-i", str(other_identity))  # fmt: skip
+        assert code == 1 and "cannot decrypt" in err and f"{clip_a}.age" in err
+        assert "is this the identity of the agency" in err
+        assert not list(wrong_dir.glob("*.mp4")) and not list(wrong_dir.glob("*.partial"))
+
         # -- a blob altered at rest on the server is refused by the requester's check ----------
         (blob,) = [p for p in settings.data_dir.rglob("*") if p.parent.name == "blobs"]
         # Sharing cost a header, not a re-encryption: the stored payload is the home's own.
