@@ -390,6 +390,33 @@ class DeviceSync:
             self.store.set_pinned(clip_id, True)
         return state
 
+    def _restore_outbox(
+        self,
+        ask_id: str,
+        state: dict[str, Any],
+        unlock: Callable[[], Sequence[Identity]],
+        progress: Progress,
+    ) -> None:
+        """Rewrap again any clip whose outbox copy was lost (the reason the ask key is kept)."""
+        identities: Sequence[Identity] | None = None
+        for clip_id, entry in state["clips"].items():
+            path = self._outbox(ask_id) / f"{clip_id}.age"
+            if entry["uploaded"] or (path.exists() and _sha256_file(path) == entry["sha256"]):
+                continue
+            if identities is None:
+                identities = unlock()
+            progress(f"rewrapping {clip_id} again (its copy in the outbox was lost)")
+            try:
+                original = self.store.verify(clip_id)
+                sha256, size = self._rewrap(
+                    ask_id, clip_id, identities, str(state["agency_recipient"])
+                )
+            except (ClipStoreError, AgeError) as error:
+                raise SyncError(f"cannot prepare clip {clip_id} again: {error}") from None
+            signed = shared_manifest(original, sha256, size, _key_from_text(state["ask_key"]))
+            entry.update(sha256=sha256, size=size, manifest=manifest_header(signed))
+            self._save(ask_id, state)
+
     def _post_consent(self, ask_id: str, state: dict[str, Any]) -> None:
         try:
             self._call("POST", f"/api/device/asks/{ask_id}/consent", state["consent"])
@@ -509,6 +536,7 @@ class DeviceSync:
                 gone = "no longer open" if current is None else current.state
                 raise SyncError(f"ask {ask_id} is {gone}; nothing more is uploaded for it")
             progress(f"continuing the consent to ask {ask_id}")
+            self._restore_outbox(ask_id, state, unlock, progress)
         if not state["consent_posted"]:
             self._post_consent(ask_id, state)
             state["consent_posted"] = True

@@ -303,9 +303,14 @@ def test_a_consent_whose_answer_was_lost_completes_on_the_next_run(
         sync.consent(ask_id, [clip], unlock)
     assert losing.lost == 1
     assert device_asks(capsys, home)[0]["state"] == "consented"  # the server did record it
-    # The re-run posts the same receipt again (a replay, 409), sees the ask consented, uploads.
-    code, out, err = run(capsys, "device", "consent", ask_id, "--data-dir", str(home))
+    # The rewrapped copy is lost too (say the SD card was swapped): the re-run rewraps again
+    # and signs with the same per-ask key, posts the same receipt (a replay, 409), sees the
+    # ask consented, and uploads.
+    (home / "clips" / "outbox" / ask_id / f"{clip}.age").unlink()
+    code, out, err = run(capsys, "device", "consent", ask_id, "--data-dir", str(home),
+                         "--passphrase-file", str(world.tmp / "passphrase"))  # fmt: skip
     assert code == 0, err
+    assert "again" in err
     assert f"shared 1 clip(s) with ask {ask_id}: {clip}" in out
     assert device_asks(capsys, home)[0]["uploaded_clip_ids"] == [clip]
     code, out, _ = run(capsys, "device", "asks", "--data-dir", str(home))
