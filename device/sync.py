@@ -11,7 +11,9 @@ to finish lives in ``<data>/clips/outbox/<ask_id>/`` (mode 0700):
   because a second rewrap would produce different bytes and the server accepts one version of
   a clip (idempotent by clip id: same bytes 200, different bytes 409).
 * ``state.json`` (0600): the per-ask Ed25519 key, the signed consent receipt, each clip's shared
-  manifest and whether the consent was posted and which clips were uploaded.
+  manifest and whether the consent was posted and which clips were uploaded. The key is kept so
+  that a lost outbox copy can be rewrapped again and its manifest re-signed by the same key the
+  receipt endorsed.
 
 The chosen clips are pinned in the clip store (retention never deletes them) until uploaded. A
 re-run of the same consent continues where the last one stopped; when every clip is uploaded the
