@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
+import shutil
 import sys
 from typing import TYPE_CHECKING
 
@@ -98,9 +100,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(f"data directory: {settings.data_dir.resolve()}", flush=True)
     if not has_admin:
-        print(
-            "no admin yet: create the first one with `porchlight server create-admin`", flush=True
-        )
+        # Name the command by the path that started us, so `make run` users can paste it.
+        command = _own_command()
+        print(f"no admin yet: create the first one with `{command} server create-admin`")
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
@@ -197,3 +199,11 @@ def _log_key(_: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _own_command() -> str:
+    """How to invoke this same `porchlight` again (a venv path when not on PATH)."""
+    launched = sys.argv[0]
+    if os.path.basename(launched) == "porchlight" and shutil.which("porchlight") != launched:
+        return os.path.relpath(launched) if not os.path.isabs(launched) else launched
+    return "porchlight"
