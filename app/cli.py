@@ -102,7 +102,8 @@ def _run(args: argparse.Namespace) -> int:
     if not has_admin:
         # Name the command by the path that started us, so `make run` users can paste it.
         command = _own_command()
-        print(f"no admin yet: create the first one with `{command} server create-admin`")
+        hint = f"no admin yet: create the first one with `{command} server create-admin`"
+        print(hint, flush=True)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
