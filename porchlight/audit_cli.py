@@ -2,9 +2,9 @@
 
 Subcommands:
 
-    verify   (--server URL | --dir DIR) --key VKEY [--state FILE] [--checkpoint FILE]
-             [--witness VKEY ...]
-    cosign   --server URL --key VKEY --signer-key FILE [--state FILE]
+    verify   (--server URL [--token TOKEN] | --dir DIR) --key VKEY [--state FILE]
+             [--checkpoint FILE] [--witness VKEY ...]
+    cosign   --server URL --key VKEY --signer-key FILE [--state FILE] [--token TOKEN]
     timeline REQUEST_ID --server URL [--token TOKEN]
     export   --server URL --format jsonl|csv [-o FILE] [--token TOKEN]
     keygen   --name NAME -o FILE [--type witness|log]
@@ -12,8 +12,12 @@ Subcommands:
 The HTTP contract these rely on (the server implements it; nothing else is assumed):
 
 - The log is a c2sp.org/tlog-tiles log under `{server}/log/`: `GET /log/checkpoint` (the
-  signed checkpoint, auditors' cosignatures appended), `GET /log/tile/<L>/<N>[.p/<W>]`,
-  `GET /log/tile/entries/<N>[.p/<W>]`. 404 for a tile that does not exist. No login.
+  signed checkpoint, auditors' cosignatures appended) and `GET /log/tile/<L>/<N>[.p/<W>]`
+  (hash tiles) need no login; `GET /log/tile/entries/<N>[.p/<W>]` (entry bundles: every
+  entry's bytes, including who was asked and who declined) needs an auditor's
+  `Authorization: Bearer <token>` and answers 401/403 without one (DESIGN promise 3; see
+  docs/log-format.md). 404 for a tile that does not exist. Verifying a copy on disk (`--dir`)
+  needs no token.
 - `POST /log/cosignatures` with JSON `{"checkpoint": <the checkpoint note text as fetched>,
   "cosignature": <one signature line "— <name> <base64>", no newline>}`. The cosignature is a
   c2sp.org/tlog-cosignature (type 0x04) signature over that checkpoint's body by a witness key
@@ -27,7 +31,9 @@ The HTTP contract these rely on (the server implements it; nothing else is assum
   results are in index order; a page shorter than `limit` is the last one.
 
 The token comes from `--token` or the PORCHLIGHT_TOKEN environment variable; it is sent only to
-the /api endpoints and never printed.
+the given server (its /log reads and /api endpoints) and never printed. `verify --server` and
+`cosign` run without one until the server refuses the entry bundles, then stop with an error
+and a hint.
 """
 
 from __future__ import annotations
@@ -85,6 +91,9 @@ def register(subparsers: Any) -> None:
     where.add_argument("--server", help="server base URL (the log is under {server}/log/)")
     where.add_argument("--dir", type=Path, help="a directory of tiles and checkpoints")
     verify.add_argument("--key", required=True, help="the log's verifier key (name+id+key)")
+    verify.add_argument(
+        "--token", help="an auditor's API token, for --server (default: $PORCHLIGHT_TOKEN)"
+    )
     verify.add_argument("--state", type=Path, help="where the last verified checkpoint is kept")
     verify.add_argument("--checkpoint", type=Path, help="verify this checkpoint file instead")
     verify.add_argument(
@@ -103,6 +112,7 @@ def register(subparsers: Any) -> None:
         "--signer-key", required=True, type=Path, help="file holding your witness signer key"
     )
     cosign_cmd.add_argument("--state", type=Path, help="where the last verified checkpoint is kept")
+    cosign_cmd.add_argument("--token", help="an auditor's API token (default: $PORCHLIGHT_TOKEN)")
     cosign_cmd.set_defaults(handler=_cosign)
 
     timeline = commands.add_parser("timeline", help="every log entry about one request")
@@ -161,6 +171,16 @@ def _run_verify(
             allow_older=checkpoint is not None,
             progress=_progress,
         )
+    except _Refused as refused:
+        raise CommandError(
+            f"the server refused to serve the log (HTTP {refused.status} for {refused.url})",
+            hint=(
+                "entry bundles are served to auditors only: pass an auditor's API token with "
+                "--token or PORCHLIGHT_TOKEN"
+                if refused.status == 401
+                else "this token may not read the log's entries: use an auditor's API token"
+            ),
+        ) from None
     except VerifyError as error:
         raise CommandError(
             f"log verification failed: {error.message}",
@@ -180,12 +200,42 @@ def _summary(result: VerifiedLog) -> str:
     return line
 
 
+class _Refused(Exception):
+    """The server answered 401/403 to a log read (raised from an httpx response hook, so it
+    passes through HttpSource and the verifier untouched)."""
+
+    def __init__(self, status: int, url: str) -> None:
+        super().__init__(f"HTTP {status} for {url}")
+        self.status = status
+        self.url = url
+
+
+def _refuse_on_401_403(response: httpx.Response) -> None:
+    # Reads only: a refused cosignature POST is reported with the server's own message.
+    if response.request.method == "GET" and response.status_code in (401, 403):
+        raise _Refused(response.status_code, str(response.url))
+
+
+def _log_client() -> httpx.Client:
+    return httpx.Client(timeout=_TIMEOUT, event_hooks={"response": [_refuse_on_401_403]})
+
+
+def _optional_token(args: argparse.Namespace) -> str | None:
+    token: str | None = args.token or os.environ.get("PORCHLIGHT_TOKEN") or None
+    return token
+
+
+def _http_source(server: str, client: httpx.Client, token: str | None) -> HttpSource:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return HttpSource(f"{server.rstrip('/')}/log", client, headers=headers)
+
+
 def _source(args: argparse.Namespace) -> TileSource:
     if args.dir is not None:
         if not args.dir.is_dir():
             raise CommandError(f"{args.dir} is not a directory")
         return DirectorySource(args.dir)
-    return HttpSource(f"{args.server.rstrip('/')}/log", httpx.Client(timeout=_TIMEOUT))
+    return _http_source(args.server, _log_client(), _optional_token(args))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -232,8 +282,9 @@ def _cosign(args: argparse.Namespace) -> int:
         )
     server = args.server.rstrip("/")
     state_path = args.state or _default_state_path(args.key)
-    with httpx.Client(timeout=_TIMEOUT) as client:
-        result = _run_verify(HttpSource(f"{server}/log", client), args.key, state_path, None)
+    with _log_client() as client:
+        source = _http_source(server, client, _optional_token(args))
+        result = _run_verify(source, args.key, state_path, None)
         signature = cosign(result.checkpoint_text, signer)
         line = signature.line().rstrip("\n")
         body = {"checkpoint": result.checkpoint_text, "cosignature": line}

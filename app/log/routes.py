@@ -1,15 +1,20 @@
 """HTTP for the verifiable log.
 
-Public, no login (what auditors and anyone else fetch; the contract of porchlight/audit_cli.py):
+Public, no login (hashes, signatures and quarterly counts only; the contract of
+porchlight/audit_cli.py):
 - `GET /log/checkpoint`: the latest signed checkpoint, cosignatures appended (text/plain).
-- `GET /log/tile/<L>/<N>[.p/<W>]`, `GET /log/tile/entries/<N>[.p/<W>]`: c2sp.org/tlog-tiles;
-  full tiles are immutable and cacheable for a year; 404 for a tile the log does not have.
+- `GET /log/tile/<L>/<N>[.p/<W>]`: c2sp.org/tlog-tiles hash tiles; full tiles are immutable
+  and cacheable for a year; 404 for a tile the log does not have.
 - `GET /log/proof/inclusion?index=I[&size=S]`, `GET /log/proof/consistency?from=A[&to=B]`:
   RFC 9162 proofs as JSON (hashes in standard base64; S/B default to the latest checkpoint).
 - `POST /log/cosignatures`: `{"checkpoint": <note>, "cosignature": <one signature line>}`.
 - `GET /api/log/public`: the cosigned checkpoint and the log's verifier key, as JSON.
 - `GET /api/transparency`: the quarterly transparency report, as JSON.
 Signed in:
+- `GET /log/tile/entries/<N>[.p/<W>]` (log:read): c2sp.org/tlog-tiles entry bundles. They hold
+  every entry's bytes (ask:decline, ask:consent, request:open with its asks...), from which a
+  requester could count who was asked and who declined for their own request (DESIGN promise
+  3), so only auditors read them; a privately cached copy, never a shared one.
 - `GET /api/log/entries?start=&limit=&subject=` (log:read): entries with parsed fields.
 - `POST /api/log/auditor-keys`, `GET /api/log/auditor-keys`,
   `POST /api/log/auditor-keys/{key_id}/revoke` (log:cosign): an auditor's cosigner keys.
@@ -30,7 +35,7 @@ from app.errors import InvalidInput, NotFound
 from app.log import auditors, checkpoints, reports, tree
 from app.log.keys import LogSigner
 from app.log.models import LogCheckpoint
-from porchlight.tlog.tiles import TILE_WIDTH, TileError, parse_tile_path
+from porchlight.tlog.tiles import TILE_WIDTH, Tile, TileError, parse_tile_path
 
 log_router = make_router(prefix="/log", tags=["log"])
 api_router = make_router(prefix="/api", tags=["log"])
@@ -66,23 +71,45 @@ def get_checkpoint(session: SessionDep) -> Response:
     return Response(text, media_type="text/plain; charset=utf-8", headers={"Cache-Control": _FRESH})
 
 
-@log_router.get("/tile/{path:path}", response_class=Response)
-def get_tile(path: str, session: SessionDep) -> Response:
-    """A hash tile or entry bundle (c2sp.org/tlog-tiles)."""
-    try:
-        tile = parse_tile_path(f"tile/{path}")
-    except TileError as error:
-        raise NotFound(str(error)) from None
-    size = tree.committed_size(session)
-    data = (
-        tree.entry_bundle(session, tile, size)
-        if tile.level is None
-        else tree.hash_tile(session, tile, size)
-    )
+def _tile_response(data: bytes | None, tile: Tile, public: bool) -> Response:
     if data is None:
         raise NotFound(f"the log has no {tile.path()} yet")
     cache = _IMMUTABLE if tile.width == TILE_WIDTH else _PARTIAL
+    if not public:
+        # Entry bundles are for auditors only: no shared cache may keep a copy.
+        cache = cache.replace("public", "private")
     return Response(data, media_type="application/octet-stream", headers={"Cache-Control": cache})
+
+
+def _parse_tile(path: str) -> Tile:
+    try:
+        return parse_tile_path(path)
+    except TileError as error:
+        raise NotFound(str(error)) from None
+
+
+# Declared before the hash-tile route so that `entries/...` never reaches the public one.
+@log_router.get("/tile/entries/{path:path}", response_class=Response)
+def get_entry_bundle(
+    _: Annotated[User, Depends(require("log:read"))], path: str, session: SessionDep
+) -> Response:
+    """An entry bundle (c2sp.org/tlog-tiles): every entry's bytes, so auditors only."""
+    tile = _parse_tile(f"tile/entries/{path}")
+    return _tile_response(
+        tree.entry_bundle(session, tile, tree.committed_size(session)), tile, public=False
+    )
+
+
+@log_router.get("/tile/{path:path}", response_class=Response)
+def get_tile(path: str, session: SessionDep) -> Response:
+    """A hash tile (c2sp.org/tlog-tiles): hashes only, public."""
+    tile = _parse_tile(f"tile/{path}")
+    if tile.level is None:
+        # Unreachable while the entries route is declared first; never serve bundles here.
+        raise NotFound("entry bundles are served at /log/tile/entries/ to auditors only")
+    return _tile_response(
+        tree.hash_tile(session, tile, tree.committed_size(session)), tile, public=True
+    )
 
 
 class InclusionProofOut(BaseModel):

@@ -28,7 +28,7 @@ import base64
 import json
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,11 +102,15 @@ class DirectorySource:
 
 @dataclass
 class HttpSource:
-    """A log served over HTTP under `prefix` (for Porchlight, `{server}/log`)."""
+    """A log served over HTTP under `prefix` (for Porchlight, `{server}/log`).
+
+    `headers` go with every read: Porchlight serves entry bundles only to auditors, so an
+    auditor passes `{"Authorization": "Bearer <token>"}`."""
 
     prefix: str
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0))
     parallel_reads: int = 8
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         return self.prefix
@@ -114,7 +118,7 @@ class HttpSource:
     def read(self, path: str) -> bytes | None:
         url = f"{self.prefix.rstrip('/')}/{path}"
         try:
-            response = self.client.get(url)
+            response = self.client.get(url, headers=dict(self.headers))
         except httpx.HTTPError as error:
             raise VerifyError(f"{url}: {error}", path=path) from error
         if response.status_code == 404:

@@ -68,7 +68,10 @@ ROUTE_RULES: dict[tuple[str, str], Rule] = {
     # log
     ("GET", "/api/log/entries"): frozenset({R.auditor}),
     ("GET", "/log/checkpoint"): PUBLIC,
+    # Hash tiles are public; entry bundles hold every entry's bytes (who was asked, who
+    # declined), so only auditors may read them (DESIGN promise 3).
     ("GET", "/log/tile/{path:path}"): PUBLIC,
+    ("GET", "/log/tile/entries/{path:path}"): frozenset({R.auditor}),
     ("GET", "/log/proof/inclusion"): PUBLIC,
     ("GET", "/log/proof/consistency"): PUBLIC,
     ("POST", "/log/cosignatures"): PUBLIC,

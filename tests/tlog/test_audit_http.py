@@ -1,6 +1,7 @@
 """`porchlight audit` over HTTP, against a loopback server that speaks the contract documented
-in porchlight/audit_cli.py: a tlog-tiles log under /log/, cosignature submission, and the
-authenticated entries API. (The real server has its own tests against the same contract.)"""
+in porchlight/audit_cli.py: a tlog-tiles log under /log/ whose entry bundles need an auditor's
+token, cosignature submission, and the authenticated entries API. (The real server has its own
+tests against the same contract.)"""
 
 from __future__ import annotations
 
@@ -52,6 +53,15 @@ def _handler(state: LogServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
             state.requests.append((parts.path, self.headers.get("Authorization")))
+            if parts.path.startswith("/log/tile/entries/"):
+                # Like the real server: bundles hold every entry, so auditors only.
+                authorization = self.headers.get("Authorization")
+                if authorization is None:
+                    self._send(401, b'{"message": "sign in to do this"}')
+                    return
+                if authorization != f"Bearer {TOKEN}":
+                    self._send(403, b'{"message": "your role may not do this (log:read)"}')
+                    return
             if parts.path.startswith("/log/"):
                 target = state.directory / parts.path.removeprefix("/log/")
                 if not target.is_file():
@@ -101,7 +111,9 @@ class _Server(ThreadingHTTPServer):
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[LogServer]:
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LogServer]:
+    # verify and cosign read the token from the environment unless a test says otherwise.
+    monkeypatch.setenv("PORCHLIGHT_TOKEN", TOKEN)
     directory = tmp_path / "served"
     entries = [entry(i) for i in range(SIZE)]
     build_log(directory, entries)
@@ -125,9 +137,10 @@ def test_verify_over_http(
 ) -> None:
     state = tmp_path / "state.json"
     args = ["audit", "verify", "--server", server.url, "--key", VKEY, "--state", str(state)]
+    args += ["--token", TOKEN]
     assert main(args) == 0
     assert f"size {SIZE}, root " in capsys.readouterr().out
-    assert ("/log/tile/entries/002.p/188", None) in server.requests
+    assert ("/log/tile/entries/002.p/188", f"Bearer {TOKEN}") in server.requests
     # The server rewrites history and re-signs: the saved state catches it.
     forked = [*(entry(i) for i in range(SIZE - 1)), b"rewritten", entry(SIZE)]
     write_tiles(server.directory, forked)
@@ -136,6 +149,35 @@ def test_verify_over_http(
     err = capsys.readouterr().err
     assert "inconsistent with the checkpoint verified before" in err
     assert f"first differing entry is {SIZE - 1}" in err
+
+
+def test_verify_without_an_auditor_token_is_a_clean_error(
+    server: LogServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PORCHLIGHT_TOKEN")
+    state = tmp_path / "state.json"
+    args = ["audit", "verify", "--server", server.url, "--key", VKEY, "--state", str(state)]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "porchlight: error: the server refused to serve the log (HTTP 401" in err
+    assert "porchlight: hint: entry bundles are served to auditors only" in err
+    assert "Traceback" not in err and not state.exists()
+    assert main([*args, "--token", "not-an-auditor"]) != 0
+    err = capsys.readouterr().err
+    assert "(HTTP 403" in err and "use an auditor's API token" in err
+    assert "not-an-auditor" not in err
+    signer_key = tmp_path / "witness.key"
+    assert main(["audit", "keygen", "--name", "w.example/1", "-o", str(signer_key)]) == 0
+    capsys.readouterr()
+    cosign_args = ["audit", "cosign", "--server", server.url, "--key", VKEY]
+    assert main([*cosign_args, "--signer-key", str(signer_key), "--state", str(state)]) != 0
+    assert "refused to serve the log (HTTP 401" in capsys.readouterr().err
+    assert server.cosignatures == []
+    # Hash tiles and the checkpoint were fetched without any token: they stay public.
+    assert ("/log/checkpoint", None) in server.requests
 
 
 def test_unreachable_server_is_a_clean_error(

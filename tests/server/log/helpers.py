@@ -11,6 +11,8 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from app.accounts import service as accounts
+from app.accounts.passwords import make_hasher
 from app.audit import service as audit
 from app.audit.entry import encode_entry, leaf_hash
 from app.audit.models import LogEntry, LogHead
@@ -18,6 +20,7 @@ from app.db import make_engine, make_sessionmaker, utcnow
 from app.log import checkpoints, tree
 from app.log.keys import LogSigner, load_or_create
 from app.log.models import LogCheckpoint, LogCosignature, LogTreeNode
+from app.permissions import Role
 from app.settings import Settings
 from tests.server.live import REPO
 
@@ -46,6 +49,31 @@ def fill_database(database_url: str, count: int) -> None:
         with make_sessionmaker(engine)() as session:
             fill(session, count)
             session.commit()
+    finally:
+        engine.dispose()
+
+
+def auditor_token(
+    database_url: str, username: str = "auditor-cli", role: Role = Role.auditor
+) -> str:
+    """Create an auditor (or a person of another agency-less `role`) and an API token for
+    them, through the real services: two log entries."""
+    engine = make_engine(database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            auditor = accounts.create_user(
+                session,
+                make_hasher(1, 1024),
+                username=username,
+                password="lantern-cli-quiet-harbour",
+                role=role,
+                agency_id=None,
+                actor="system",
+                now=utcnow(),
+            )
+            _, token = accounts.create_api_token(session, auditor, "audit cli", utcnow())
+            session.commit()
+            return token
     finally:
         engine.dispose()
 

@@ -26,7 +26,7 @@ from porchlight.tlog.merkle import (
 )
 from porchlight.tlog.note import parse_verifier_key
 from tests.server.live import live_server
-from tests.server.log.helpers import porchlight, signer_for
+from tests.server.log.helpers import auditor_token, porchlight, signer_for
 
 WORKERS = 8
 PER_WORKER = 40
@@ -62,6 +62,7 @@ def test_two_processes_one_tree_all_checkpoints_consistent(
     vkey = signer_for(data_dir, database_url).verifier_key
     verifier = parse_verifier_key(vkey)
     tokens = _tokens(database_url, WORKERS)
+    auditor = auditor_token(database_url)
     seen: set[str] = set()
     stop = threading.Event()
     fast = {"log_checkpoint_interval_seconds": "0.05"}
@@ -109,6 +110,8 @@ def test_two_processes_one_tree_all_checkpoints_consistent(
             vkey,
             "--state",
             str(tmp_path / "state.json"),
+            "--token",
+            auditor,
         )
         assert verified.returncode == 0, verified.stderr
 
@@ -130,7 +133,9 @@ def test_two_processes_one_tree_all_checkpoints_consistent(
 
     # No gaps, every request logged once, and the node table is exactly the entries' tree.
     assert [index for index, _, _ in rows] == list(range(len(rows)))
-    assert sum(action == "token:create" for _, _, action in rows) == WORKERS * (PER_WORKER + 1)
+    # Each worker's own token and the PER_WORKER it made, plus the auditor's token.
+    made_tokens = sum(action == "token:create" for _, _, action in rows)
+    assert made_tokens == WORKERS * (PER_WORKER + 1) + 1
     leaves = [bytes(h) for _, h, _ in rows]
     levels = complete_levels(leaves)
     assert nodes == {

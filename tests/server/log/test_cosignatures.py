@@ -9,9 +9,6 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.accounts import service as accounts
-from app.accounts.passwords import make_hasher
-from app.db import make_engine, make_sessionmaker, utcnow
 from app.log import checkpoints
 from app.log.models import LogAuditor, LogCosignature
 from app.permissions import Role
@@ -24,7 +21,14 @@ from porchlight.tlog.note import (
 )
 from tests.server.factories import Community, Person
 from tests.server.live import live_server
-from tests.server.log.helpers import fill, fill_database, fork, porchlight, signer_for
+from tests.server.log.helpers import (
+    auditor_token,
+    fill,
+    fill_database,
+    fork,
+    porchlight,
+    signer_for,
+)
 
 
 def _witness(name: str) -> CosignatureSigner:
@@ -169,27 +173,6 @@ def test_cosignature_refused_for_a_checkpoint_inconsistent_with_the_last_cosigne
         assert row.last_size == int(first.split("\n")[1])
 
 
-def _auditor_token(database_url: str) -> str:
-    engine = make_engine(database_url)
-    try:
-        with make_sessionmaker(engine)() as session:
-            user = accounts.create_user(
-                session,
-                make_hasher(1, 1024),
-                username="auditor-live",
-                password="lantern-quiet-harbour-9",
-                role=Role.auditor,
-                agency_id=None,
-                actor="system",
-                now=utcnow(),
-            )
-            _, token = accounts.create_api_token(session, user, "cli", utcnow())
-            session.commit()
-            return token
-    finally:
-        engine.dispose()
-
-
 def test_cli_cosign_timeline_and_export_against_a_live_server(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -197,7 +180,7 @@ def test_cli_cosign_timeline_and_export_against_a_live_server(
 
     data_dir = tmp_path / "data"
     vkey = signer_for(data_dir, database_url).verifier_key
-    token = _auditor_token(database_url)
+    token = auditor_token(database_url)
     fill_database(database_url, 1000)
     witness_file = tmp_path / "witness.key"
     made = porchlight("audit", "keygen", "--name", "auditor.example/cli", "-o", str(witness_file))
@@ -222,6 +205,8 @@ def test_cli_cosign_timeline_and_export_against_a_live_server(
             str(witness_file),
             "--state",
             str(state),
+            "--token",
+            token,
         )
         assert cosigned.returncode == 0, cosigned.stderr
         verified = porchlight(
@@ -235,6 +220,8 @@ def test_cli_cosign_timeline_and_export_against_a_live_server(
             str(state),
             "--witness",
             witness_vkey,
+            "--token",
+            token,
         )
         assert verified.returncode == 0, verified.stderr
         timeline = porchlight("audit", "timeline", "42", "--server", url, "--token", token)

@@ -73,28 +73,69 @@ def test_stored_nodes_are_the_tree_of_the_entries(community: Community) -> None:
 
 def test_tiles_and_bundles_are_the_tlog_tiles_of_the_log(community: Community) -> None:
     client = community.client
+    # Creating the auditor logs two entries (user:create, token:create): the log is SIZE long.
+    auditor = community.auth(community.person(Role.auditor))
     with community.session() as session:
-        fill(session, SIZE)
+        fill(session, SIZE - 2)
     expected = build_tiles(_entries(community))
     assert {"tile/0/000", "tile/0/001", "tile/0/002.p/88", "tile/1/000.p/2"} <= set(expected)
+    assert any(path.startswith("tile/entries/") for path in expected)
     for path, data in expected.items():
-        response = client.get(f"/log/{path}")
+        bundle = path.startswith("tile/entries/")
+        # Hash tiles need no login; entry bundles only an auditor's.
+        response = client.get(f"/log/{path}", headers=auditor if bundle else {})
         assert response.status_code == 200, path
         assert response.content == data, path
         full = ".p/" not in path
-        assert response.headers["cache-control"].endswith("immutable") == full
+        cache = response.headers["cache-control"]
+        assert cache.endswith("immutable") == full
+        assert cache.startswith("private" if bundle else "public"), (path, cache)
     # A narrower partial tile (a client holding an older checkpoint) is served too.
     assert client.get("/log/tile/0/002.p/10").content == expected["tile/0/002.p/88"][: 10 * 32]
     for missing in (
         "tile/0/003",
         "tile/0/002",
         "tile/0/002.p/89",
+        "tile/entries/003",
         "tile/entries/002",
         "tile/2/000",
     ):
-        assert client.get(f"/log/{missing}").status_code == 404, missing
-    for bad in ("tile/0/2", "tile/0/002.p/0", "tile/0/002.p/256", "tile/x/000", "tile/0/-01"):
-        assert client.get(f"/log/{bad}").status_code == 404, bad
+        assert client.get(f"/log/{missing}", headers=auditor).status_code == 404, missing
+    for bad in (
+        "tile/0/2",
+        "tile/0/002.p/0",
+        "tile/0/002.p/256",
+        "tile/x/000",
+        "tile/0/-01",
+        "tile/entries/2",
+        "tile/entries/000.p/0",
+    ):
+        assert client.get(f"/log/{bad}", headers=auditor).status_code == 404, bad
+
+
+def test_entry_bundles_are_for_auditors_only(community: Community) -> None:
+    """Bundles hold every entry's bytes (who was asked, who declined): DESIGN promise 3."""
+    client = community.client
+    others = {
+        role: community.auth(community.person(role))
+        for role in (Role.requester, Role.resident, Role.reviewer, Role.admin)
+    }
+    auditor = community.auth(community.person(Role.auditor))
+    with community.session() as session:
+        fill(session, SIZE)
+    bundles = [p for p in build_tiles(_entries(community)) if p.startswith("tile/entries/")]
+    assert len(bundles) == 3  # two full bundles and a partial one
+    for path in bundles:
+        assert client.get(f"/log/{path}").status_code == 401, path
+        for role, headers in others.items():
+            response = client.get(f"/log/{path}", headers=headers)
+            assert response.status_code == 403, (role, path)
+            assert b"request:" not in response.content
+        response = client.get(f"/log/{path}", headers=auditor)
+        assert response.status_code == 200 and b"request:" in response.content, path
+    # The public parts of the log stay public.
+    for public in ("/log/checkpoint", "/log/tile/0/000", "/log/tile/1/000.p/2", "/api/log/public"):
+        assert client.get(public).status_code == 200, public
 
 
 def test_proofs_verify_with_porchlight_tlog(community: Community) -> None:

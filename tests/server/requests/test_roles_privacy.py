@@ -6,7 +6,9 @@ import json
 from typing import Any
 
 from app.accounts.models import User
+from app.log import checkpoints
 from app.permissions import Role
+from porchlight.tlog.tiles import TILE_WIDTH, Tile
 from tests.server.factories import Community
 from tests.server.requests.helpers import make_world
 
@@ -150,3 +152,64 @@ def test_requester_learns_nothing_about_other_residents(community: Community) ->
         keys = {k.lower() for k in _keys(json.loads(view))}
         for part in ("ask", "count", "declin", "pending", "resident", "location", "latitude"):
             assert not any(part in k for k in keys), (part, keys)
+
+
+def _tile_paths(level: int | None, size: int) -> list[str]:
+    """The level-0 hash tiles (level 0) or entry bundles (None) of a log of `size` entries."""
+    full, rest = divmod(size, TILE_WIDTH)
+    tiles = [Tile(level, n) for n in range(full)] + ([Tile(level, full, rest)] if rest else [])
+    return [tile.path() for tile in tiles]
+
+
+def test_public_log_endpoints_reveal_no_asks_or_declines(community: Community) -> None:
+    """DESIGN promise 3 against the log: after a decline, everything a requester or anyone
+    signed out can fetch about the log is hashes, signatures and quarterly counts."""
+    world = make_world(community)
+    residents = [community.person(Role.resident) for _ in range(3)]
+    devices = [world.located_device(r, 10 * i, 5 * i) for i, r in enumerate(residents)]
+    opened = world.open_request()
+    request_id = opened["id"]
+    asks = [world.device_asks(d)[0]["ask_id"] for d in devices]
+    declined = world.device_call(devices[1], "POST", f"/api/device/asks/{asks[1]}/decline")
+    assert declined.status_code < 300, declined.text
+    client = community.client
+    # Publishing is periodic; make sure a checkpoint covers the decline.
+    with community.session() as session:
+        checkpoints.publish_checkpoint(session, community.app.state.log_signer)
+    checkpoint = client.get("/log/checkpoint").text
+    size = int(checkpoint.split("\n")[1])
+    bundles = _tile_paths(None, size)
+
+    # What these words would betray is really in the log: the auditor's bundles carry them.
+    auditor = community.auth(community.person(Role.auditor))
+    everything = b"".join(client.get(f"/log/{p}", headers=auditor).content for p in bundles)
+    # Quoted as in the canonical JSON, so "user:1" never matches inside "user:12".
+    secrets = [f'"ask:{a}"' for a in asks] + [f'"request:{request_id}"', '"to":"declined"']
+    secrets += [f'"user:{r.id}"' for r in residents] + ['"ask:decline"']
+    for secret in [*secrets, '"ask:deliver"', '"asks":3']:
+        assert secret.encode() in everything, secret
+
+    public = [
+        "/log/checkpoint",
+        *[f"/log/{p}" for p in _tile_paths(0, size)],
+        "/log/proof/consistency?from=1",
+        *[f"/log/proof/inclusion?index={i}" for i in range(size)],
+        "/api/log/public",
+        "/api/transparency",
+        "/transparency",
+        "/transparency/checkpoint",
+    ]
+    callers = {"requester": community.auth(world.agency.requester), "anonymous": {}}
+    for caller, headers in callers.items():
+        for path in public:
+            response = client.get(path, headers=headers)
+            assert response.status_code == 200, (caller, path)
+            for secret in secrets:
+                # The report names the actions it counts ("ask:decline"), never an event.
+                if secret == '"ask:decline"' and "transparency" in path:
+                    continue
+                assert secret.encode() not in response.content, (caller, path, secret)
+        for path in [*[f"/log/{p}" for p in bundles], "/api/log/entries"]:
+            response = client.get(path, headers=headers)
+            assert response.status_code in (401, 403), (caller, path)
+            assert not any(s.encode() in response.content for s in secrets), (caller, path)
