@@ -24,6 +24,22 @@ except ImportError as error:  # pragma: no cover
         raise
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run `sqlite_only` tests once: their subject does not depend on the database, so the
+    PostgreSQL copy is deselected rather than reported as a skip."""
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.get_closest_marker("sqlite_only") and params.get("backend", "sqlite") != "sqlite":
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def testdata() -> Path:
     return require_testdata()

@@ -55,12 +55,13 @@ class World:
         ]  # fmt: skip
 
 
+# Client error paths do not depend on the database: run them on SQLite only.
+pytestmark = pytest.mark.sqlite_only
+
 @pytest.fixture
 def world(
-    community: Community, database_url: str, settings: Settings, tmp_path: Path, backend: str
+    community: Community, database_url: str, settings: Settings, tmp_path: Path
 ) -> Iterator[World]:
-    if backend != "sqlite":
-        pytest.skip("client error paths do not depend on the database")
     warrant = tmp_path / "warrant.pdf"
     warrant.write_bytes(b"%PDF-1.7 warrant")
     with live_server(database_url, settings.data_dir) as url:

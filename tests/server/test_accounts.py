@@ -330,11 +330,10 @@ def test_sessions_expire(
     assert client.get("/api/me").status_code == 401
 
 
+@pytest.mark.sqlite_only
 def test_shared_client_creates_a_token_over_http(
-    community: Community, database_url: str, tmp_path: Path, backend: str
+    community: Community, database_url: str, tmp_path: Path
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("the client is the same on either database")
     person = community.person(Role.auditor)
     with live_server(database_url, tmp_path / "server") as url:
         with PorchlightClient(url) as anonymous:

@@ -149,11 +149,10 @@ def test_revoked_device_is_refused(community: Community, client: TestClient) -> 
     assert again.status_code == 409
 
 
+@pytest.mark.sqlite_only
 def test_enroll_command_against_a_live_server(
-    community: Community, database_url: str, tmp_path: Path, backend: str
+    community: Community, database_url: str, tmp_path: Path
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("the command is the same on either database")
     resident = community.person(Role.resident)
     with live_server(database_url, tmp_path / "server") as url:
         code = community.client.post(
