@@ -8,10 +8,12 @@ floats have no single canonical JSON spelling, so they are refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from datetime import UTC, datetime
+
+# One definition of RFC 6962 leaf hashing, shared with auditors' verifiers.
+from porchlight.tlog.merkle import leaf_hash as leaf_hash
 
 MAX_ENTRY_BYTES = 65535
 FORMAT_VERSION = 1
@@ -79,7 +81,3 @@ def encode_entry(
         raise EntryError(f"entry is {len(data)} bytes, more than {MAX_ENTRY_BYTES}")
     return data
 
-
-def leaf_hash(entry: bytes) -> bytes:
-    """RFC 6962 section 2.1: MTH({d0}) = SHA-256(0x00 || d0)."""
-    return hashlib.sha256(b"\x00" + entry).digest()
