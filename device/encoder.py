@@ -74,14 +74,19 @@ class H264Encoder:
         self._template.start_encoding()
         self.stream = stream
         self._last_pts = -1
+        # One I420 buffer for the life of the encoder, handed to x264 without a copy: x264
+        # copies each input picture into its own frame inside the encode call, so the buffer
+        # is free again when `encode` returns. Two fresh 1080p frames per frame (the
+        # conversion's output and PyAV's copy of it) churned the heap and raised peak RSS.
+        self._i420: NDArray[np.uint8] = np.empty((height * 3 // 2, width), np.uint8)
 
     def encode(self, image: NDArray[Any], seconds: float) -> list[Packet]:
         """Encode one BGR frame shown at ``seconds``; returns the packets that came out."""
         pts = max(round(seconds * 1000), self._last_pts + 1)
         self._last_pts = pts
         # OpenCV's SIMD BGR->I420 is several times faster than swscale's here.
-        i420 = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
-        frame = av.VideoFrame.from_ndarray(np.asarray(i420, np.uint8), format="yuv420p")
+        cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420, dst=self._i420)
+        frame = av.VideoFrame.from_numpy_buffer(self._i420, format="yuv420p")
         frame.pts = pts
         frame.time_base = TIME_BASE
         return list(self.stream.codec_context.encode(frame))
