@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from datetime import datetime
 from typing import Any
 
+import pytest
+
 from app.accounts.models import User
+from app.audit.entry import encode_entry, leaf_hash
 from app.log import checkpoints
 from app.permissions import Role
 from porchlight.tlog.tiles import TILE_WIDTH, Tile
@@ -213,3 +218,46 @@ def test_public_log_endpoints_reveal_no_asks_or_declines(community: Community) -
             response = client.get(path, headers=headers)
             assert response.status_code in (401, 403), (caller, path)
             assert not any(s.encode() in response.content for s in secrets), (caller, path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known leak: public leaf hashes let a requester confirm guessed entry bytes; "
+    "entries need a random per-entry salt (app/audit/entry.py) - drop this mark once they do",
+)
+def test_requester_cannot_recover_the_ask_count_from_public_leaf_hashes(
+    community: Community,
+) -> None:
+    """The `request:open` entry's bytes are all known to the requester (its time and deadline
+    are in their request view) except `details.asks`; public leaf hashes (inclusion proofs,
+    level-0 hash tiles) must not let them confirm a guess of it (DESIGN promise 3)."""
+    world = make_world(community)
+    for i, resident in enumerate(community.person(Role.resident) for _ in range(3)):
+        world.located_device(resident, 10 * i, 5 * i)
+    opened = world.open_request()
+    with community.session() as session:
+        checkpoints.publish_checkpoint(session, community.app.state.log_signer)
+    client = community.client
+    view = client.get(
+        f"/api/requests/{opened['id']}", headers=community.auth(world.agency.requester)
+    ).json()
+    size = int(client.get("/log/checkpoint").text.split("\n")[1])
+    public = {
+        base64.b64decode(client.get(f"/log/proof/inclusion?index={i}").json()["leaf_hash"])
+        for i in range(size)
+    }
+    deadline = datetime.fromisoformat(view["deadline"]).isoformat()
+    guesses = {
+        count: leaf_hash(
+            encode_entry(
+                datetime.fromisoformat(view["decided_at"]),
+                "system",
+                "request:open",
+                f"request:{opened['id']}",
+                {"from": "approved", "to": "open", "asks": count, "deadline": deadline},
+            )
+        )
+        for count in range(100)
+    }
+    assert [count for count, guess in guesses.items() if guess in public] == []
