@@ -9,6 +9,7 @@ floats have no single canonical JSON spelling, so they are refused.
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime
 
@@ -55,10 +56,28 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+SALT_BYTES = 16
+
+
 def encode_entry(
-    time: datetime, actor: str, action: str, subject: str, details: dict[str, JSONValue]
+    time: datetime,
+    actor: str,
+    action: str,
+    subject: str,
+    details: dict[str, JSONValue],
+    *,
+    salt: bytes | None = None,
 ) -> bytes:
-    """The canonical bytes of one entry; raises EntryError for anything non-canonical."""
+    """The canonical bytes of one entry; raises EntryError for anything non-canonical.
+
+    Every entry carries 16 random bytes (`salt`). Leaf hashes are public (hash tiles, proofs),
+    and without a salt someone who knows all of an entry but one small number (a requester
+    knows their own request's `request:open` entry except how many residents were asked)
+    could hash each guess and find it among them.
+    """
+    salt = os.urandom(SALT_BYTES) if salt is None else salt
+    if len(salt) != SALT_BYTES:
+        raise EntryError(f"an entry salt is {SALT_BYTES} bytes")
     if not _ACTOR.match(actor):
         raise EntryError(f"actor {actor!r} is not system, anonymous, user:N or device:N")
     if not _TAG.match(action):
@@ -73,6 +92,7 @@ def encode_entry(
         "action": action,
         "subject": subject,
         "details": details,
+        "salt": salt.hex(),
     }
     data = json.dumps(
         document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False

@@ -33,12 +33,14 @@ def test_entry_bytes_are_canonical() -> None:
         "invite:create",
         "invite:5",
         {"role": "resident", "agency": None, "ü": ["x", 1, True]},
+        salt=bytes(range(16)),
     )
     assert (
         data
         == (
             '{"action":"invite:create","actor":"user:3","details":{"agency":null,'
-            '"role":"resident","ü":["x",1,true]},"subject":"invite:5",'
+            '"role":"resident","ü":["x",1,true]},'
+            '"salt":"000102030405060708090a0b0c0d0e0f","subject":"invite:5",'
             '"time":"2026-11-22T20:53:25.123456Z","v":1}'
         ).encode()
     )
@@ -166,6 +168,9 @@ def test_encoding_is_a_fixed_point(details: dict[str, object]) -> None:
     data = encode_entry(moment, "system", "test:prop", "test:1", details)  # type: ignore[arg-type]
     decoded = json.loads(data)
     assert decoded["details"] == details
-    again = encode_entry(moment, "system", "test:prop", "test:1", decoded["details"])
+    again = encode_entry(
+        moment, "system", "test:prop", "test:1", decoded["details"],
+        salt=bytes.fromhex(decoded["salt"]),
+    )  # fmt: skip
     assert again == data
     assert b"\n" not in data
