@@ -44,6 +44,9 @@ _logger = logging.getLogger(__name__)
 SIGNER_INFO_KEY = "log_signer"
 PENDING_INFO_KEY = "log_publish_pending"
 LIFECYCLE_PREFIXES = ("request:", "ask:", "consent:", "clip:")
+# Reads of warrant details are logged but change no state: they wait for the periodic
+# checkpoint instead of each signing one (a device's first poll would otherwise sign one).
+READ_ACTIONS = frozenset({"request:read", "ask:deliver", "ask:list"})
 
 
 class InconsistentTree(RuntimeError):
@@ -51,7 +54,7 @@ class InconsistentTree(RuntimeError):
 
 
 def is_lifecycle(action: str) -> bool:
-    return action.startswith(LIFECYCLE_PREFIXES)
+    return action.startswith(LIFECYCLE_PREFIXES) and action not in READ_ACTIONS
 
 
 def mark_pending(session: Session, action: str) -> None:

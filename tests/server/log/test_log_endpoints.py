@@ -213,6 +213,21 @@ def test_checkpoints_on_lifecycle_commit_and_only_when_grown(community: Communit
     assert community.counts() == before
 
 
+def test_reads_of_warrant_details_wait_for_the_periodic_checkpoint(community: Community) -> None:
+    with community.session() as session:
+        first = checkpoints.latest(session)
+        assert first is not None
+        for action in ("request:read", "ask:deliver", "ask:list"):
+            audit.append(session, "user:1", action, "request:1")
+    with community.session() as session:
+        # Logged, but no state changed: no checkpoint of its own.
+        assert checkpoints.latest(session).size == first.size  # type: ignore[union-attr]
+        audit.append(session, "user:2", "request:approve", "request:1")
+    with community.session() as session:
+        # The next transition's checkpoint covers the reads before it too.
+        assert checkpoints.latest(session).size == first.size + 4  # type: ignore[union-attr]
+
+
 def test_the_log_key_is_private_and_only_its_verifier_is_shown(community: Community) -> None:
     settings = community.app.state.settings
     path = key_path(settings)
