@@ -149,6 +149,30 @@ def _mapped_blocks(
         view.release()
 
 
+def _write_blocks(
+    dst: BinaryIO,
+    to_write: _Pipe,
+    free_out: _Pipe,
+    errors: list[BaseException],
+    cancelled: threading.Event,
+) -> None:
+    """The writer thread: write each sealed (opened) block in order, then return its buffer to
+    the pool; the first failure is recorded and cancels the other stages."""
+    try:
+        while True:
+            item = to_write.get()
+            if item is None:
+                return
+            buffer, size = cast(tuple[bytearray, int], item)
+            write_all(dst, memoryview(buffer)[:size])
+            free_out.put(buffer)
+    except _Cancelled:
+        pass
+    except BaseException as error:
+        errors.append(error)
+        cancelled.set()
+
+
 def run_pipeline(
     src: BinaryIO,
     dst: BinaryIO,
@@ -201,23 +225,13 @@ def run_pipeline(
             errors.append(error)
             cancelled.set()
 
-    def write_blocks() -> None:
-        try:
-            while True:
-                item = to_write.get()
-                if item is None:
-                    return
-                buffer, size = cast(tuple[bytearray, int], item)
-                write_all(dst, memoryview(buffer)[:size])
-                free_out.put(buffer)
-        except _Cancelled:
-            pass
-        except BaseException as error:
-            errors.append(error)
-            cancelled.set()
-
     reader = threading.Thread(target=read_blocks, name="age-read", daemon=True)
-    writer = threading.Thread(target=write_blocks, name="age-write", daemon=True)
+    writer = threading.Thread(
+        target=_write_blocks,
+        args=(dst, to_write, free_out, errors, cancelled),
+        name="age-write",
+        daemon=True,
+    )
     reader.start()
     writer.start()
     done = 0
@@ -265,22 +279,12 @@ def _pipeline_mapped(
         free_out.put(bytearray(out_size))
     errors: list[BaseException] = []
 
-    def write_blocks() -> None:
-        try:
-            while True:
-                item = to_write.get()
-                if item is None:
-                    return
-                buffer, size = cast(tuple[bytearray, int], item)
-                write_all(dst, memoryview(buffer)[:size])
-                free_out.put(buffer)
-        except _Cancelled:
-            pass
-        except BaseException as error:
-            errors.append(error)
-            cancelled.set()
-
-    writer = threading.Thread(target=write_blocks, name="age-write", daemon=True)
+    writer = threading.Thread(
+        target=_write_blocks,
+        args=(dst, to_write, free_out, errors, cancelled),
+        name="age-write",
+        daemon=True,
+    )
     writer.start()
     done = 0
     blocks = _mapped_blocks(mapping, offset, block_size)
