@@ -119,9 +119,12 @@ def test_flips_map_to_the_right_error(x25519_identity: X25519Identity) -> None:
 
     with pytest.raises(MalformedError):  # the version line
         decryptor(io.BytesIO(flipped(0)), [x25519_identity])
-    with pytest.raises(AuthenticationError, match="header MAC"):  # the nonce is not MACed,
-        # but the MAC itself is: flip a character of it
-        decryptor(io.BytesIO(flipped(offset - 3)), [x25519_identity])
+    # Change one character of the MAC to another base64 letter (a flipped bit could make it
+    # a character outside the alphabet, which is a malformed header, not a wrong MAC).
+    wrong_mac = bytearray(sealed)
+    wrong_mac[offset - 3] = ord("A") if wrong_mac[offset - 3] != ord("A") else ord("B")
+    with pytest.raises(AuthenticationError, match="header MAC"):
+        decryptor(io.BytesIO(bytes(wrong_mac)), [x25519_identity])
     with pytest.raises(AuthenticationError, match="chunk 1"):
         decryptor(io.BytesIO(flipped(offset + 16 + CHUNK_SIZE + 16 + 10)), [x25519_identity]).read()
     with pytest.raises(AuthenticationError, match="truncated"):
