@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +17,7 @@ from app import scheduler as request_scheduler
 from app.accounts import routes as accounts_routes
 from app.accounts.passwords import make_hasher
 from app.agencies import routes as agencies_routes
+from app.audit import integrator as log_integrator
 from app.body_limit import BodyLimitMiddleware
 from app.clipstore import LocalClipStore
 from app.db import make_engine, make_sessionmaker, utcnow
@@ -86,8 +87,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(application: FastAPI) -> AsyncIterator[None]:
-        # Before serving: a fresh log gets its first checkpoint, a grown one catches up.
+        # Before serving: a fresh log gets its first checkpoint, a grown one catches up (and
+        # entries committed but not integrated before a crash get their index).
         await log_checkpoints.publish_safely(application.state.sessionmaker, log_signer)
+        integrator = asyncio.create_task(
+            log_integrator.integrate_periodically(
+                application.state.sessionmaker, settings.log_integrate_interval_seconds
+            )
+        )
         publisher = asyncio.create_task(
             log_checkpoints.publish_periodically(
                 application.state.sessionmaker,
@@ -97,16 +104,22 @@ def create_app(
         )
         # Ask deadlines, request deadlines, access-window purges (app/scheduler.py).
         deadlines = request_scheduler.Scheduler(
-            application.state.sessionmaker, application.state.clip_store, application.state.clock
+            application.state.sessionmaker,
+            application.state.clip_store,
+            application.state.clock,
+            nonce_max_age=2 * timedelta(seconds=settings.device_clock_skew_seconds),
         )
         deadlines.start()
         try:
             yield
         finally:
             deadlines.stop()
-            publisher.cancel()
-            with suppress(asyncio.CancelledError):
-                await publisher
+            for task in (publisher, integrator):
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+            # What this process's requests appended gets its index before it exits.
+            await log_integrator.integrate_safely(application.state.sessionmaker, wait=True)
 
     app = FastAPI(
         title="Porchlight",

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # a signed checkpoint is published at least this often while the log grows.
     log_origin: str = ""
     log_checkpoint_interval_seconds: float = Field(default=60, gt=0, le=86400)
+    # Appended entries wait in log_pending (committed) until an integrator gives them their
+    # index and tree nodes: every server process runs one this often.
+    log_integrate_interval_seconds: float = Field(default=0.2, gt=0, le=86400)
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -100,4 +100,3 @@ def encode_entry(
     if len(data) > MAX_ENTRY_BYTES:
         raise EntryError(f"entry is {len(data)} bytes, more than {MAX_ENTRY_BYTES}")
     return data
-

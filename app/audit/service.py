@@ -1,15 +1,15 @@
 """Appending to the log, inside the caller's transaction.
 
-`append` locks the single log_head row (SELECT ... FOR UPDATE on PostgreSQL; on SQLite the
-transaction already holds the database write lock because it began IMMEDIATE), takes the size
-as the new entry's index, inserts the entry and bumps the size. The lock is held until the
-caller's transaction ends, so concurrent writers in any number of processes get consecutive
-indexes in commit order and a rolled-back change leaves no entry and no gap. It flushes and
-never commits: the change and its entry commit together or not at all.
+`append` encodes the entry (docs/log-format.md; its bytes hold no index) and inserts it into
+`log_pending` with the caller's change: it commits durably with that change or rolls back with
+it, and it takes no lock, so concurrent writers in any number of processes never wait for one
+another. The entry gets its index and its place in the Merkle tree shortly after, from
+`app.audit.integrator.integrate` (the background loop of every server process, and every
+checkpoint publication). It flushes and never commits.
 
-Under the same lock it stores the Merkle tree's new hashes (app.log.tree.store_leaves), and a
-request-lifecycle action marks the transaction so a signed checkpoint is published when it
-commits (app.log.checkpoints).
+A request-lifecycle action marks the transaction so that, as it commits, a signed checkpoint is
+published (app.log.checkpoints): that publication integrates first, in the same transaction, so
+the checkpoint includes the change's own entry.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from app.audit.entry import JSONValue, encode_entry, leaf_hash
-from app.audit.models import LogEntry, LogHead
+from app.audit.models import LogEntry, LogHead, PendingEntry
 from app.db import utcnow
-from app.log import checkpoints, tree
+from app.log import checkpoints
 
 
 def append(
@@ -34,13 +34,11 @@ def append(
     details: dict[str, JSONValue] | None = None,
     *,
     now: datetime | None = None,
-) -> LogEntry:
+) -> PendingEntry:
     """Append one entry (actor "user:3", action "invite:create", subject "invite:5")."""
     moment = now or utcnow()
     entry_bytes = encode_entry(moment, actor, action, subject, details or {})
-    head = session.execute(select(LogHead).where(LogHead.id == 1).with_for_update()).scalar_one()
-    entry = LogEntry(
-        index=head.size,
+    entry = PendingEntry(
         created_at=moment,
         actor=actor,
         action=action,
@@ -49,9 +47,7 @@ def append(
         leaf_hash=leaf_hash(entry_bytes),
     )
     session.add(entry)
-    head.size += 1
     session.flush()
-    tree.store_leaves(session, entry.index, [entry.leaf_hash])
     checkpoints.mark_pending(session, action)
     return entry
 
@@ -61,54 +57,47 @@ def append_many(
     records: Sequence[tuple[str, str, str, dict[str, JSONValue] | None]],
     *,
     now: datetime | None = None,
-) -> range:
-    """Append (actor, action, subject, details) records as consecutive entries, in order.
+) -> int:
+    """Append (actor, action, subject, details) records as entries, in order.
 
-    The same entries as calling `append` for each, for a fraction of the round trips (one
-    lock, one insert of entries, one of tree nodes): for work that logs many events at once.
-    Returns the entries' indexes.
+    The same entries as calling `append` for each, in one insert: for work that logs many
+    events at once. Returns how many it appended.
     """
     moment = now or utcnow()
-    encoded = [
-        (actor, action, subject, encode_entry(moment, actor, action, subject, details or {}))
-        for actor, action, subject, details in records
-    ]
-    head = session.execute(select(LogHead).where(LogHead.id == 1).with_for_update()).scalar_one()
-    start = head.size
-    if not encoded:
-        return range(start, start)
-    rows = [
-        {
-            "index": start + offset,
-            "created_at": moment,
-            "actor": actor,
-            "action": action,
-            "subject": subject,
-            "entry": data,
-            "leaf_hash": leaf_hash(data),
-        }
-        for offset, (actor, action, subject, data) in enumerate(encoded)
-    ]
-    session.connection().execute(insert(LogEntry), rows)
-    head.size = start + len(rows)
+    rows = []
+    for actor, action, subject, details in records:
+        data = encode_entry(moment, actor, action, subject, details or {})
+        rows.append(
+            {
+                "created_at": moment,
+                "actor": actor,
+                "action": action,
+                "subject": subject,
+                "entry": data,
+                "leaf_hash": leaf_hash(data),
+            }
+        )
+    if not rows:
+        return 0
     session.flush()
-    tree.store_leaves(session, start, [row["leaf_hash"] for row in rows])  # type: ignore[misc]
-    for _, action, _, _ in encoded:
+    # One executemany: rows are inserted one after another, so `seq` follows the list.
+    session.connection().execute(insert(PendingEntry), rows)
+    for _, action, _, _ in records:
         checkpoints.mark_pending(session, action)
-    return range(start, start + len(rows))
+    return len(rows)
 
 
 def size(session: Session) -> int:
-    """The number of committed-or-pending entries visible to this transaction."""
+    """The number of integrated entries (the tree size) this transaction sees."""
     return session.execute(select(LogHead.size).where(LogHead.id == 1)).scalar_one()
 
 
+def pending(session: Session) -> int:
+    """The number of committed (or this transaction's own) entries not integrated yet."""
+    return session.execute(select(func.count()).select_from(PendingEntry)).scalar_one()
+
+
 def entries(session: Session, start: int, limit: int) -> Sequence[LogEntry]:
-    """Entries start..start+limit-1 in index order."""
-    return (
-        session.execute(
-            select(LogEntry).where(LogEntry.index >= start).order_by(LogEntry.index).limit(limit)
-        )
-        .scalars()
-        .all()
-    )
+    """Integrated entries start..start+limit-1 in index order."""
+    query = select(LogEntry).where(LogEntry.index >= start).order_by(LogEntry.index)
+    return session.execute(query.limit(limit)).scalars().all()

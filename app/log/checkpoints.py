@@ -1,7 +1,8 @@
 """Signed checkpoints (c2sp.org/tlog-checkpoint, c2sp.org/signed-note) and when they are published.
 
-`publish_checkpoint(session)` locks the log head (the lock appenders take), reads the size,
-computes the root from stored nodes, checks the new tree is consistent with the latest
+`publish_checkpoint(session)` locks the log head (the lock integrators take) and integrates
+every pending entry the transaction sees, its own included (app.audit.integrator), then takes
+the size, computes the root from stored nodes, checks the new tree is consistent with the latest
 published checkpoint (RFC 9162 2.1.4 proof over the stored nodes: a damaged node table stops
 publication instead of forking the log), signs, and stores the note. At most one checkpoint
 per size; nothing is published when the log has not grown. Because every checkpoint is made
@@ -9,8 +10,9 @@ under the head lock from an append-only tree and checked against its predecessor
 consistent with every earlier one.
 
 It is called:
-- at commit of any transaction that appended a request-lifecycle entry (actions `request:*`,
-  `ask:*`, `consent:*`, `clip:*`), by the session hook `install_publish_hook` sets up;
+- as any transaction that appended a request-lifecycle entry (actions `request:*`, `ask:*`,
+  `consent:*`, `clip:*`) commits, inside it, by the session hook `install_publish_hook` sets up:
+  the change, its entry's integration and the checkpoint covering it commit together;
 - by the periodic task in app.main's lifespan, every `log_checkpoint_interval_seconds`;
 - by anyone holding a session, e.g. a service that wants its change published at once.
 """
@@ -25,7 +27,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app.audit.models import LogHead
+from app.audit import integrator
 from app.db import utcnow
 from app.log import tree
 from app.log.keys import KEY_FILE, LogSigner
@@ -82,16 +84,15 @@ def latest(session: Session) -> LogCheckpoint | None:
 def publish_checkpoint(
     session: Session, signer: LogSigner | None = None, *, now: datetime | None = None
 ) -> LogCheckpoint:
-    """Sign and store a checkpoint of the log as this transaction sees it (see module doc).
+    """Integrate what is pending, then sign and store a checkpoint of the log as this
+    transaction sees it (see module doc).
 
     Returns the new checkpoint, or the latest one when the log has not grown since. Flushes,
     never commits. Raises InconsistentTree if the stored tree does not extend the latest one.
     """
     log_signer = _signer_of(session, signer)
     session.info.pop(PENDING_INFO_KEY, None)
-    size = session.execute(
-        select(LogHead.size).where(LogHead.id == 1).with_for_update()
-    ).scalar_one()
+    size = integrator.integrate_all(session)
     previous = latest(session)
     if previous is not None and previous.size >= size:
         return previous

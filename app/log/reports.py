@@ -3,7 +3,9 @@ and the public checkpoint summary. Data functions (no HTTP) so app/web pages can
 
 The report counts log entries by action (the request lifecycle's actions, defined with the
 requests domain and listed in docs/log-format.md) per calendar quarter of the entry's time, in
-UTC. Anyone can recompute it from the verified log (`porchlight audit export`).
+UTC. Anyone can recompute it from the verified log (`porchlight audit export`). It counts
+integrated entries: one committed a moment ago appears within `log_integrate_interval_seconds`
+(app.audit.integrator); a public page does not make the server integrate on demand.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.audit import integrator
 from app.audit.models import LogEntry
 from app.log import checkpoints
 from app.log.keys import LogSigner
@@ -86,7 +89,12 @@ def view(row: LogEntry) -> EntryView:
 def entries(
     session: Session, *, start: int = 0, limit: int = 100, subject: str | None = None
 ) -> list[EntryView]:
-    """Entries with index >= start (optionally only about `subject`), in index order."""
+    """Entries with index >= start (optionally only about `subject`), in index order.
+
+    Integrates pending entries first (in the caller's transaction, which it leaves holding the
+    head lock until it ends), so everything committed before the call is listed.
+    """
+    integrator.catch_up(session)
     query = select(LogEntry).where(LogEntry.index >= start)
     if subject is not None:
         query = query.where(LogEntry.subject == subject)

@@ -2,10 +2,10 @@
 
 Node (level, index) is the hash of leaves [index * 2**level, (index + 1) * 2**level), one row
 of `log_tree_nodes` each, leaves included (see app.log.models for why nodes rather than stored
-tiles). `store_leaves` runs inside `app.audit.service.append`, under
-the log head's lock and in the entry's transaction, so the nodes always describe exactly the
-committed entries. Everything else here only reads: roots, proofs, c2sp tlog-tiles hash tiles
-and entry bundles, each from O(log n) rows or one contiguous range.
+tiles). `store_leaves` runs inside `app.audit.integrator.integrate`, under the log head's
+lock and in the transaction that gives the entries their indexes, so the nodes always describe
+exactly the integrated entries. Everything else here only reads: roots, proofs, c2sp tlog-tiles
+hash tiles and entry bundles, each from O(log n) rows or one contiguous range.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def store_leaves(session: Session, start: int, leaf_hashes: Sequence[bytes]) -> 
     """Store leaves start, start+1, ... and the inner nodes they complete.
 
     Reads at most one older node per level (the left siblings), inserts on average two rows
-    per leaf. Must run under the log head's lock, in the transaction that adds the entries.
+    per leaf. Must run under the log head's lock, in the transaction that indexes the entries.
     """
     created = append_leaves(start, leaf_hashes, node_reader(session))
     rows = [{"level": level, "index": index, "hash": value} for level, index, value in created]
@@ -98,7 +98,7 @@ def _insert_nodes(session: Session, rows: list[dict[str, object]]) -> None:
 
 
 def committed_size(session: Session) -> int:
-    """The tree size this transaction sees (committed entries, plus its own)."""
+    """The tree size this transaction sees: integrated entries (pending ones have no index)."""
     return session.execute(select(LogHead.size).where(LogHead.id == 1)).scalar_one()
 
 

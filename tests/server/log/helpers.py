@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fastapi import FastAPI
 from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.accounts import service as accounts
 from app.accounts.passwords import make_hasher
+from app.audit import integrator
 from app.audit import service as audit
 from app.audit.entry import encode_entry, leaf_hash
 from app.audit.models import LogEntry, LogHead
@@ -31,7 +33,8 @@ ACTIONS = ("request:submit", "ask:create", "ask:consent", "clip:download", "invi
 
 
 def fill(session: Session, count: int, *, tag: str = "a") -> None:
-    """Append `count` varied entries through app.audit.service.append (the real path)."""
+    """Append `count` varied entries through app.audit.service.append (the real path), then
+    integrate them (as the server's integrator would within its interval)."""
     for number in range(count):
         action = ACTIONS[number % len(ACTIONS)]
         audit.append(
@@ -41,6 +44,25 @@ def fill(session: Session, count: int, *, tag: str = "a") -> None:
             f"request:{number // 10}",
             {"n": number, "tag": tag},
         )
+    integrator.integrate_all(session)
+
+
+def integrate_log(where: FastAPI | sessionmaker[Session] | str) -> int:
+    """Integrate every committed pending entry now, in a transaction of its own: for tests that
+    read the log (indexes, tree, tiles) right after a change, instead of waiting for the
+    server's background integrator. `where` is an app, a sessionmaker or a database URL.
+    Returns the log size."""
+    if isinstance(where, str):
+        engine = make_engine(where)
+        try:
+            return integrate_log(make_sessionmaker(engine))
+        finally:
+            engine.dispose()
+    factory = where.state.sessionmaker if isinstance(where, FastAPI) else where
+    with factory() as session:
+        size = integrator.integrate_all(session)
+        session.commit()
+        return size
 
 
 def fill_database(database_url: str, count: int) -> None:

@@ -1,0 +1,145 @@
+"""Integration: giving sequenced entries their index and putting them in the Merkle tree.
+
+`app.audit.service.append` only inserts a `log_pending` row in the caller's transaction, so the
+entry commits (durably) with the change it records, or rolls back with it, and writers never
+wait for one another. `integrate` then, in one short transaction of its own:
+
+1. locks the single `log_head` row (PostgreSQL: SELECT ... FOR UPDATE, or with SKIP LOCKED for
+   the background loop, so integrators in several server processes never queue behind each
+   other; SQLite: the transaction began IMMEDIATE and holds the database write lock);
+2. reads up to `BATCH` committed pending rows in `seq` (insertion) order;
+3. inserts them into `log_entries` as indexes size, size+1, ..., stores the tree nodes they
+   complete (app.log.tree.store_leaves), deletes exactly those pending rows and bumps the size.
+
+Why nothing is skipped or indexed twice: a pending row leaves `log_pending` only in the
+transaction that inserts it into `log_entries`, under the head lock, so an integrator that waits
+for the lock sees the previous one's work (READ COMMITTED takes a new snapshot per statement);
+a row committed after step 2 read the table is simply picked up by the next round; and
+`log_entries.seq` is unique, so the database refuses a second copy. Index order is integration
+order, which need not be commit order or `seq` order; that is all a log promises.
+
+Who integrates: every server process every `log_integrate_interval_seconds`
+(`integrate_periodically`, started by app.main), and checkpoint publication, which integrates
+everything it can see first (app.log.checkpoints), so the checkpoint published when a
+request-lifecycle change commits includes that change's entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import delete, exists, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from app.audit.models import LogEntry, LogHead, PendingEntry
+from app.log import tree
+
+_logger = logging.getLogger(__name__)
+
+# Entries per integration transaction: large enough to keep up with thousands of appends a
+# second at a 0.2 s interval, small enough that one transaction stays short.
+BATCH = 2000
+
+
+def integrate(session: Session, *, limit: int = BATCH, wait: bool = True) -> range:
+    """Integrate up to `limit` pending entries; returns the indexes they got (maybe none).
+
+    With `wait=False` it returns an empty range at once if another transaction holds the head.
+    Flushes, never commits: the caller commits (and so releases the head lock).
+    """
+    session.flush()
+    lock = select(LogHead.size).where(LogHead.id == 1).with_for_update(skip_locked=not wait)
+    size = session.execute(lock).scalar_one_or_none()
+    if size is None:
+        return range(0)
+    pending = session.execute(
+        select(
+            PendingEntry.seq,
+            PendingEntry.created_at,
+            PendingEntry.actor,
+            PendingEntry.action,
+            PendingEntry.subject,
+            PendingEntry.entry,
+            PendingEntry.leaf_hash,
+        )
+        .order_by(PendingEntry.seq)
+        .limit(limit)
+    ).all()
+    if not pending:
+        return range(size, size)
+    rows = [
+        {
+            "index": size + offset,
+            "seq": row.seq,
+            "created_at": row.created_at,
+            "actor": row.actor,
+            "action": row.action,
+            "subject": row.subject,
+            "entry": row.entry,
+            "leaf_hash": row.leaf_hash,
+        }
+        for offset, row in enumerate(pending)
+    ]
+    connection = session.connection()
+    connection.execute(insert(LogEntry), rows)
+    tree.store_leaves(session, size, [bytes(row.leaf_hash) for row in pending])
+    # Exactly the rows read above: a range of seq could take in one committed meanwhile.
+    connection.execute(delete(PendingEntry).where(PendingEntry.seq.in_([r.seq for r in pending])))
+    connection.execute(update(LogHead).where(LogHead.id == 1).values(size=size + len(rows)))
+    return range(size, size + len(rows))
+
+
+def integrate_all(session: Session) -> int:
+    """Wait for the head lock and integrate every pending entry this transaction sees (its
+    own included); returns the log size. The lock is held until the caller commits."""
+    while True:
+        batch = integrate(session)
+        if len(batch) < BATCH:
+            return batch.stop
+        # A full batch: there may be more.
+
+
+def has_pending(session: Session) -> bool:
+    return bool(session.scalar(select(exists().select_from(PendingEntry))))
+
+
+def catch_up(session: Session) -> None:
+    """For readers that show the log's entries: integrate what is pending first (waiting for
+    the head if another integrator has it), so an entry committed before the read is listed.
+    Costs one plain read when nothing is pending."""
+    if has_pending(session):
+        integrate_all(session)
+
+
+def integrate_pending(factory: sessionmaker[Session], *, wait: bool = False) -> int:
+    """One background round: integrate what is pending, a batch per transaction; unless `wait`,
+    nothing while another process is integrating. Returns how many entries it integrated."""
+    total = 0
+    with factory() as session:
+        # A plain read first: an idle log costs no lock and no commit.
+        if not has_pending(session):
+            return 0
+        while True:
+            batch = integrate(session, wait=wait)
+            session.commit()
+            total += len(batch)
+            if len(batch) < BATCH:
+                return total
+
+
+async def integrate_periodically(factory: sessionmaker[Session], interval_seconds: float) -> None:
+    """Every `interval_seconds`, integrate pending entries; for the life of the server process.
+    A failed round is logged and retried next round: the entries wait in `log_pending`."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        await integrate_safely(factory)
+
+
+async def integrate_safely(factory: sessionmaker[Session], *, wait: bool = False) -> int:
+    try:
+        return await run_in_threadpool(lambda: integrate_pending(factory, wait=wait))
+    except Exception:
+        _logger.exception("integrating log entries failed")
+        return 0
