@@ -51,6 +51,7 @@ from porchlight.age.keys import (
 from porchlight.age.parallel import (
     open_layout,
     open_parallel,
+    preallocate,
     seal_layout,
     seal_parallel,
     worker_count,
@@ -131,7 +132,7 @@ def encrypt_file(
         count = 1 if size is None else worker_count(size, workers)
         if size is not None and count > 1:
             layout = seal_layout(size, len(head))
-            os.ftruncate(dst.fileno(), layout.dst_end)
+            preallocate(dst.fileno(), layout.dst_end)
             write_all(dst, head)
             seal_parallel(
                 src.fileno(),
@@ -188,7 +189,7 @@ def decrypt_file(
             count = 1 if size is None else worker_count(size - payload_start, workers)
             if size is not None and count > 1:
                 layout = open_layout(payload_start, size)
-                os.ftruncate(dst.fileno(), layout.dst_end)
+                preallocate(dst.fileno(), layout.dst_end)
                 open_parallel(
                     src.fileno(),
                     dst.fileno(),
