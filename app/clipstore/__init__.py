@@ -7,6 +7,7 @@ most a temporary file that no read ever returns.
 
 from app.clipstore.local import LocalClipStore
 from app.clipstore.store import BlobConflict, BlobTooLarge, BlobWriter, ClipStore, StoredBlob
+from app.clipstore.write_behind import WriteBehind
 
 __all__ = [
     "BlobConflict",
@@ -15,4 +16,5 @@ __all__ = [
     "ClipStore",
     "LocalClipStore",
     "StoredBlob",
+    "WriteBehind",
 ]

@@ -5,19 +5,25 @@ A write streams into `tmp/<key>.<random>.part`, is fsynced, then renamed to `blo
 nothing or the whole blob. A second write of the same key compares SHA-256 with the stored
 blob instead of overwriting it, which makes uploads idempotent by clip id.
 
-While a large blob arrives, every WRITEBACK_STEP bytes the range before the last one is handed
-to the kernel for write-back (POSIX_FADV_DONTNEED starts write-back of dirty pages and drops
-clean ones): the disk works while the network does, the closing fsync has little left to do,
-and a 1 GiB upload does not fill the page cache.
+While a large blob arrives, write-back of every WRITEBACK_STEP bytes is started at once
+(sync_file_range(2) with SYNC_FILE_RANGE_WRITE), and once more than DIRTY_LIMIT bytes are in
+flight the oldest step is waited for and dropped from the page cache: the disk works from the
+first megabytes on instead of when the kernel's dirty thresholds are crossed, the closing fsync
+has at most DIRTY_LIMIT bytes left to write, and a 1 GiB upload neither fills the page cache nor
+outruns the disk (a writer that waits holds back the upload, which holds back the sender). Where
+sync_file_range is missing (not Linux), POSIX_FADV_DONTNEED starts the write-back instead,
+without the waiting.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import secrets
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from app.clipstore.store import (
@@ -29,7 +35,41 @@ from app.clipstore.store import (
     check_key,
 )
 
-WRITEBACK_STEP = 16 * 1024 * 1024
+WRITEBACK_STEP = 8 * 1024 * 1024
+DIRTY_LIMIT = 64 * 1024 * 1024
+
+# <linux/fs.h>: the flags of sync_file_range(2).
+_WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range (the os module lacks it); ctypes drops the GIL during the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _WRITE)
+    elif hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def _settle(fd: int, offset: int, length: int) -> None:
+    """Wait until the range is on disk, then drop it from the page cache."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -59,7 +99,8 @@ class _LocalWriter(BlobWriter):
         self._store = store
         self._file = self._temp.open("xb", buffering=0)
         self._done = False
-        self._advised = 0
+        self._written_back = 0  # write-back started for [0, this)
+        self._settled = 0  # on disk and out of the page cache: [0, this)
 
     def write(self, chunk: bytes) -> None:
         if self.size + len(chunk) > self.max_size:
@@ -69,11 +110,13 @@ class _LocalWriter(BlobWriter):
         while view:
             view = view[self._file.write(view) or 0 :]
         self.size += len(chunk)
-        if self.size - self._advised >= 2 * WRITEBACK_STEP:
-            os.posix_fadvise(
-                self._file.fileno(), self._advised, WRITEBACK_STEP, os.POSIX_FADV_DONTNEED
-            )
-            self._advised += WRITEBACK_STEP
+        if self.size - self._written_back >= WRITEBACK_STEP:
+            fd = self._file.fileno()
+            _start_writeback(fd, self._written_back, self.size - self._written_back)
+            self._written_back = self.size
+            while self._written_back - self._settled > DIRTY_LIMIT:
+                _settle(fd, self._settled, WRITEBACK_STEP)
+                self._settled += WRITEBACK_STEP
 
     def sha256(self) -> str:
         return self._digest.hexdigest()

@@ -8,7 +8,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.clipstore import BlobTooLarge
+from app.clipstore import BlobTooLarge, WriteBehind
 from app.deps import NowDep, SessionDep, SettingsDep, make_router
 from app.devices.routes import DeviceDep
 from app.errors import InvalidInput, PayloadTooLarge
@@ -65,13 +65,20 @@ async def upload_clip(
     # End the read transaction: no database lock is held while the bytes arrive.
     await run_in_threadpool(session.rollback)
     writer = await run_in_threadpool(store.writer, plan.blob_key, plan.manifest.ciphertext_size)
+    # Hashing and writing run on the writer's thread while the loop receives the next bytes.
+    pipeline = WriteBehind(writer)
     try:
+        limit = plan.manifest.ciphertext_size
+        received = 0
         prefix = bytearray()
         checked = False
         async for chunk in request.stream():
             if not chunk:
                 continue
-            writer.write(chunk)
+            received += len(chunk)
+            if received > limit:
+                raise BlobTooLarge
+            await pipeline.write(chunk)
             if not checked:
                 prefix += chunk
                 if len(prefix) >= uploads.HEADER_PREFIX:
@@ -81,6 +88,7 @@ async def upload_clip(
             if not prefix:
                 raise InvalidInput("body: the upload is empty")
             uploads.check_age_prefix(bytes(prefix))
+        await pipeline.finish()
         status, answer = await run_in_threadpool(
             uploads.finish, session, settings, headers, request.url.path, plan, writer, now
         )
@@ -89,5 +97,5 @@ async def upload_clip(
             f"body: more bytes than the manifest's {plan.manifest.ciphertext_size}"
         ) from None
     finally:
-        writer.abort()
+        await pipeline.close()
     return JSONResponse(answer.model_dump(), status_code=status)

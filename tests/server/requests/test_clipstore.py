@@ -10,10 +10,13 @@ import pytest
 from app.clipstore import BlobConflict, BlobTooLarge, LocalClipStore, local
 
 
-def test_blob_is_invisible_until_committed(tmp_path: Path) -> None:
+def test_blob_is_invisible_until_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small steps, so that write-back is started and then waited for several times.
+    monkeypatch.setattr(local, "WRITEBACK_STEP", 1 << 20)
+    monkeypatch.setattr(local, "DIRTY_LIMIT", 2 << 20)
     store = LocalClipStore(tmp_path)
     writer = store.writer("ask-clip", max_size=1 << 30)
-    data = os.urandom(3 * local.WRITEBACK_STEP + 123)  # crosses the write-back steps
+    data = os.urandom(6 * local.WRITEBACK_STEP + 123)  # crosses the write-back steps
     for start in range(0, len(data), 1 << 20):
         writer.write(data[start : start + (1 << 20)])
         assert not store.exists("ask-clip")
