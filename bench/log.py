@@ -6,10 +6,14 @@ For each database (a fresh SQLite file; a freshly created PostgreSQL database na
 1. migrate, then bulk-load the log to --entries (default 1,000,000) entries with the same code
    appends use (`encode_entry`, RFC 6962 leaf hashes, `app.log.tree.store_all_levels`),
    not a million HTTP calls; not timed against any target;
-2. durable appends through `app.audit.service.append` on the full-size log, each committed
-   (fsync on: SQLite WAL synchronous=FULL, PostgreSQL synchronous_commit=on): one writer
-   one entry per transaction; 8 writer threads one entry per transaction; one writer 100
-   entries per transaction (`append_many`);
+2. durable appends as users make them, through `app.audit.service.append` on the full-size
+   log, each transaction committed (fsync on: SQLite WAL synchronous=FULL, PostgreSQL
+   synchronous_commit=on): one writer, and --writers concurrent writers (--processes
+   processes with their threads, one connection each), one entry per transaction; one writer
+   100 entries per transaction (`append_many`). Meanwhile an integrator runs as in every
+   server process (`app.audit.integrator`, every `log_integrate_interval_seconds`), and the
+   integration lag is measured: from a writer's commit returning to the integrating
+   transaction's commit returning (the entry has its index and is in the tree);
 3. publish a signed checkpoint, start the real server (uvicorn, one process) on loopback;
 4. inclusion-proof latency p50/p99 over random indexes: the proof read from the database
    (`app.log.tree.inclusion`, what the endpoint runs) and the whole HTTP round trip of
@@ -19,6 +23,7 @@ For each database (a fresh SQLite file; a freshly created PostgreSQL database na
    does).
 
     .venv/bin/python bench/log.py [--entries N] [--appends N] [--proofs N] [--postgres URL]
+        [--writers N] [--processes N] [--appends-only]
 
 Targets (issue 4): >= 2,000 durable appends/s on PostgreSQL, proof p99 < 10 ms, full
 verification of 1,000,000 entries < 10 s.
@@ -27,6 +32,7 @@ verification of 1,000,000 entries < 10 s.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import secrets
@@ -43,14 +49,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, insert, text, update
+from sqlalchemy import create_engine, insert, select, text, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.accounts import service as accounts  # noqa: E402
 from app.accounts.passwords import make_hasher  # noqa: E402
+from app.audit import integrator  # noqa: E402
 from app.audit import service as audit  # noqa: E402
 from app.audit.entry import encode_entry, leaf_hash  # noqa: E402
 from app.audit.models import LogEntry, LogHead  # noqa: E402
@@ -117,34 +125,120 @@ def bulk_load(database_url: str, count: int) -> float:
     return time.perf_counter() - began
 
 
-def appends(database_url: str, total: int, threads: int, per_transaction: int) -> float:
-    """Durable appends per second through app.audit.service.append."""
+def _writer_process(
+    database_url: str, threads: int, per_thread: int, tag: str, start_at: float
+) -> list[tuple[str, float, float]]:
+    """`threads` writers, each committing `per_thread` single-entry transactions; returns
+    (subject, began, committed) per entry, wall-clock seconds."""
     engine = make_engine(database_url)
     factory = make_sessionmaker(engine)
-    transactions = total // (threads * per_transaction)
+    done: list[tuple[str, float, float]] = []
 
     def writer(number: int) -> None:
-        for t in range(transactions):
+        for t in range(per_thread):
+            subject = f"clip:{tag}-{number}-{t}"
+            began = time.time()
             with factory() as session:
-                if per_transaction == 1:
-                    audit.append(session, f"user:{number + 1}", "clip:download", f"clip:{t}")
-                else:
-                    records = [
-                        (f"user:{number + 1}", "clip:download", f"clip:{t}", {"k": k})
-                        for k in range(per_transaction)
-                    ]
-                    audit.append_many(session, records)  # type: ignore[arg-type]
+                audit.append(session, f"user:{number + 1}", "clip:download", subject)
                 session.commit()
+            done.append((subject, began, time.time()))
 
-    began = time.perf_counter()
+    time.sleep(max(0.0, start_at - time.time()))
     workers = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    elapsed = time.perf_counter() - began
     engine.dispose()
-    return transactions * threads * per_transaction / elapsed
+    return done
+
+
+def _integrate_until(
+    factory: sessionmaker[Session], interval: float, stop: threading.Event
+) -> list[tuple[range, float]]:
+    """What every server process runs: integrate pending entries every `interval` seconds
+    (here until `stop` is set and nothing is pending). Returns (indexes, committed at)."""
+    rounds: list[tuple[range, float]] = []
+    while True:
+        stopping = stop.wait(interval)
+        with factory() as session:
+            while True:
+                batch = integrator.integrate(session, wait=False)
+                session.commit()
+                if len(batch):
+                    rounds.append((batch, time.time()))
+                if len(batch) < integrator.BATCH:
+                    break
+            if stopping and not integrator.has_pending(session):
+                return rounds
+
+
+def appends(
+    database_url: str, total: int, processes: int, threads: int, per_transaction: int = 1
+) -> tuple[float, list[float]]:
+    """Durable appends per second, and each entry's integration lag in milliseconds."""
+    engine = make_engine(database_url)
+    factory = make_sessionmaker(engine)
+    interval = Settings().log_integrate_interval_seconds
+    stop = threading.Event()
+    rounds: list[tuple[range, float]] = []
+    integrating = threading.Thread(
+        target=lambda: rounds.extend(_integrate_until(factory, interval, stop))
+    )
+    integrating.start()
+    committed: list[tuple[str, float, float]] = []
+    try:
+        if per_transaction == 1:
+            per_thread = total // (processes * threads)
+            start_at = time.time() + (2.0 if processes > 1 else 0.0)
+            if processes == 1:
+                committed = _writer_process(database_url, threads, per_thread, "p0", start_at)
+            else:
+                # Separate processes, as separate server workers are: Python threads alone
+                # would measure the interpreter lock.
+                context = multiprocessing.get_context("spawn")
+                with context.Pool(processes) as pool:
+                    jobs = [
+                        pool.apply_async(
+                            _writer_process, (database_url, threads, per_thread, f"p{n}", start_at)
+                        )
+                        for n in range(processes)
+                    ]
+                    for job in jobs:
+                        committed.extend(job.get())
+        else:
+            for t in range(total // per_transaction):
+                records = [
+                    ("user:1", "clip:download", f"clip:b{t}-{k}", {"k": k})
+                    for k in range(per_transaction)
+                ]
+                began = time.time()
+                with factory() as session:
+                    audit.append_many(session, records)  # type: ignore[arg-type]
+                    session.commit()
+                ended = time.time()
+                committed.extend((subject, began, ended) for _, _, subject, _ in records)
+    finally:
+        stop.set()
+        integrating.join()
+    elapsed = max(e for _, _, e in committed) - min(b for _, b, _ in committed)
+    commit_time = {subject: ended for subject, _, ended in committed}
+    lags: list[float] = []
+    with factory() as session:
+        for batch, integrated_at in rounds:
+            subjects = session.scalars(
+                select(LogEntry.subject).where(
+                    LogEntry.index >= batch.start, LogEntry.index < batch.stop
+                )
+            )
+            lags.extend(
+                (integrated_at - commit_time[subject]) * 1000
+                for subject in subjects
+                if subject in commit_time
+            )
+    engine.dispose()
+    assert len(lags) == len(committed), "an entry was not integrated"
+    return len(committed) / elapsed, lags
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -223,12 +317,18 @@ def run(kind: str, args: argparse.Namespace, scratch: Path) -> dict[str, str]:
         loaded = bulk_load(url, args.entries)
         results["bulk load (not a target)"] = f"{loaded:.0f} s"
         progress(f"{kind}: appends")
-        one = appends(url, args.appends, 1, 1)
-        many = appends(url, args.appends, 8, 1)
-        batched = appends(url, args.appends * 5, 1, 100)
+        one, _ = appends(url, args.appends // 4, 1, 1)
+        threads = max(1, args.writers // args.processes)
+        writers = threads * args.processes
+        many, lags = appends(url, args.appends * 5, args.processes, threads)
+        batched, _ = appends(url, args.appends * 5, 1, 1, 100)
         results["durable appends/s, 1 writer, 1 per tx"] = f"{one:,.0f}"
-        results["durable appends/s, 8 writers, 1 per tx"] = f"{many:,.0f}"
+        results[f"durable appends/s, {writers} writers, 1 per tx"] = f"{many:,.0f}"
+        p50, p99 = percentiles(lags)
+        results[f"integration lag, {writers} writers, p50 / p99"] = f"{p50:.0f} / {p99:.0f} ms"
         results["durable appends/s, 1 writer, 100 per tx (append_many)"] = f"{batched:,.0f}"
+        if args.appends_only:
+            return results
         data_dir = scratch / f"data-{kind}"
         settings = Settings(data_dir=data_dir, database_url=url)
         signer = load_or_create(settings)
@@ -292,6 +392,11 @@ def main() -> int:
     parser.add_argument("--proofs", type=int, default=2000)
     parser.add_argument("--postgres", default=os.environ.get("PORCHLIGHT_TEST_POSTGRES_URL"))
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
+    parser.add_argument("--writers", type=int, default=32, help="concurrent single-entry writers")
+    parser.add_argument("--processes", type=int, default=4, help="processes the writers run in")
+    parser.add_argument(
+        "--appends-only", action="store_true", help="stop after the append measurements"
+    )
     args = parser.parse_args()
     kinds = [k for k in ("sqlite", "postgresql") if args.only in (None, k)]
     if "postgresql" in kinds and not args.postgres:
