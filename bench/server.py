@@ -2,14 +2,17 @@
 
 Creates a fresh PostgreSQL database (dropped at the end), migrates it, enrols --devices
 devices (rows written in bulk: enrolment itself is not what is measured) spread within 400 m
-of one point, and starts the server as production does (`uvicorn app.main:create_app`, one
-process, default settings, access log on) on a loopback port. Then:
+of one point, and starts the server as production does (`porchlight server run`: --workers
+processes, one per CPU by default, default settings, access log on) on a loopback port. Then:
 
 * fan-out: one reviewer approval that matches every device (the POST's wall time: checks,
   matching, 10,000 asks inserted, log entries, commit);
-* polls: every device's first poll (which logs the delivery of its ask), then --poll-seconds
-  of signed `GET /api/device/asks` from --clients concurrent keep-alive clients in
-  --processes processes picking devices at random; throughput and latency p50/p99;
+* polls (bench/poll_load.py: raw HTTP/1.1 on keep-alive connections, requests signed before
+  the timed phase): every device's first poll (which logs the delivery of its ask), then
+  --poll-seconds of signed `GET /api/device/asks` for random devices, closed loop (as fast as
+  answers come, --connections per process) and open loop (paced at --poll-rate); throughput,
+  latency p50/p99 from send to full response, and server CPU per poll: the server processes
+  plus the PostgreSQL processes serving its database (and the WAL writer);
 * transfer: one consented ask uploads a --size-mib age file (streamed, signed over its
   SHA-256) and the requester downloads it; MB/s each way and the server's RSS growth (VmRSS
   sampled every 20 ms, against the value before the transfer).
@@ -18,6 +21,7 @@ The load generators run on the same machine as the server and PostgreSQL and com
 them for the CPU: the figures are a floor for a dedicated server.
 
     .venv/bin/python bench/server.py [--devices 10000] [--poll-seconds 15] [--size-mib 1024]
+        [--workers 2] [--poll-rate 1000] [--no-transfer]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 
 Targets (issue 6): >= 1,000 polls/s with p99 < 50 ms; fan-out of 10,000 asks < 2 s;
@@ -29,7 +33,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import multiprocessing
 import os
 import random
 import secrets
@@ -64,6 +67,7 @@ from app.devices.location import coarsen  # noqa: E402
 from app.devices.models import Device  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.permissions import Role  # noqa: E402
+from bench import poll_load  # noqa: E402
 from porchlight import consent  # noqa: E402
 from porchlight.age import encrypt_file, generate_identity, parse_recipient  # noqa: E402
 from porchlight.client import raw_public_key, sign_device_call  # noqa: E402
@@ -192,36 +196,96 @@ def seed(url: str, devices: int) -> dict[str, Any]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU time the process has used so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (the server's uvicorn workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """Resident memory of the server: the process and its workers, summed."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
+    return total
+
+
+def database_pids(url: str) -> list[int]:
+    """PostgreSQL processes doing this benchmark's work: the backends connected to its
+    database, and the shared background writers (WAL writer, checkpointer, bgwriter)."""
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        pids = connection.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() OR backend_type IN "
+                "('walwriter', 'checkpointer', 'background writer')"
+            )
+        ).scalars()
+        found = list(pids)
+    engine.dispose()
+    return found
+
+
+class CpuMeter:
+    """CPU seconds used by the server's processes and its database's PostgreSQL processes."""
+
+    def __init__(self, server_pid: int, url: str) -> None:
+        self.server_pid, self.url = server_pid, url
+        self.server = {p: cpu_seconds(p) for p in process_tree(server_pid)}
+        self.database = {p: cpu_seconds(p) for p in database_pids(url)}
+
+    def used(self) -> tuple[float, float]:
+        """(server, database) CPU seconds since this meter was made."""
+        server = sum(
+            cpu_seconds(p) - self.server.get(p, 0.0) for p in process_tree(self.server_pid)
+        )
+        database = sum(cpu_seconds(p) - self.database.get(p, 0.0) for p in database_pids(self.url))
+        return server, database
 
 
 @contextmanager
-def server(url: str, data_dir: Path) -> Iterator[tuple[str, int]]:
+def server(url: str, data_dir: Path, workers: int) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = {**os.environ, "PORCHLIGHT_DATABASE_URL": url, "PORCHLIGHT_DATA_DIR": str(data_dir)}
     env.pop("PORCHLIGHT_CONFIG", None)
     process = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "app.main:create_app",
+            "-c",
+            "import sys; from porchlight.cli import main; sys.exit(main())",
+            "server",
+            "run",
             "--host",
             "127.0.0.1",
             "--port",
             str(port),
-            "--log-level",
-            "info",
+            "--workers",
+            str(workers),
         ],
         cwd=REPO,
         env=env,
@@ -258,75 +322,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _poll_once(client: httpx.Client, device: tuple[int, str, bytes]) -> float:
-    device_id, credential, seed_bytes = device
-    key = Ed25519PrivateKey.from_private_bytes(seed_bytes)
-    headers = sign_device_call(key, device_id, credential, "GET", "/api/device/asks")
-    started = time.perf_counter()
-    response = client.get("/api/device/asks", headers=headers)
-    elapsed = time.perf_counter() - started
-    if response.status_code != 200:
-        raise RuntimeError(f"poll failed: {response.status_code} {response.text}")
-    return elapsed
-
-
-def _poller(
-    job: tuple[str, list[tuple[int, str, bytes]], float, int, bool],
-) -> tuple[list[float], float]:
-    """One process: `threads` keep-alive clients polling until the time is up (or, with
-    `each_once`, until every device given has polled once)."""
-    base, devices, seconds, threads, each_once = job
-    latencies: list[float] = []
-    lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
-    queue = list(devices)
-
-    def work(worker: int) -> None:
-        rng = random.Random(worker)
-        mine: list[float] = []
-        with httpx.Client(base_url=base, timeout=30) as client:
-            while True:
-                if each_once:
-                    with lock:
-                        if not queue:
-                            break
-                        device = queue.pop()
-                elif time.monotonic() >= stop_at:
-                    break
-                else:
-                    device = devices[rng.randrange(len(devices))]
-                mine.append(_poll_once(client, device))
-        with lock:
-            latencies.extend(mine)
-
-    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    began = time.perf_counter()
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return latencies, time.perf_counter() - began
-
-
-def polls(
-    base: str,
-    devices: list[tuple[int, str, bytes]],
-    seconds: float,
-    processes: int,
-    threads: int,
-    each_once: bool,
-) -> tuple[int, float, float, float]:
-    shares = [devices[i::processes] for i in range(processes)]
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        results = pool.map(
-            _poller, [(base, share, seconds, threads, each_once) for share in shares]
-        )
-    # Time spent polling (process start-up excluded): the slowest process's.
-    wall = max(active for _, active in results)
-    latencies = sorted(x for result, _ in results for x in result)
-    p50 = latencies[len(latencies) // 2] * 1000
-    p99 = latencies[int(len(latencies) * 0.99)] * 1000
-    return len(latencies), wall, p50, p99
+def poll_cpu(meter: CpuMeter, count: int) -> tuple[float, float]:
+    """(server, PostgreSQL) CPU milliseconds per poll since the meter was made."""
+    server_s, database_s = meter.used()
+    return server_s * 1000 / count, database_s * 1000 / count
 
 
 class RssSampler:
@@ -468,8 +467,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--poll-seconds", type=float, default=15)
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="server's")
+    parser.add_argument("--processes", type=int, default=2, help="load generator processes")
+    parser.add_argument("--connections", type=int, default=16, help="per load process")
+    parser.add_argument("--poll-rate", type=float, default=1000, help="open-loop polls/s")
+    parser.add_argument("--no-transfer", action="store_true", help="polls and fan-out only")
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--transfers", type=int, default=3, help="uploads+downloads to time")
     parser.add_argument(
@@ -490,7 +492,7 @@ def main() -> None:
         started = time.perf_counter()
         world = seed(url, args.devices)
         print(f"seeded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        with server(url, work / "data") as (base, pid):
+        with server(url, work / "data", args.workers) as (base, pid):
             now = datetime.now(UTC)
             body = {
                 "warrant": {
@@ -525,44 +527,60 @@ def main() -> None:
                 asks = connection.execute(text("SELECT count(*) FROM asks")).scalar_one()
             engine.dispose()
             print(f"fan-out: {asks} asks in {fan_out_s:.2f} s; first polls...", file=sys.stderr)
-            cpu = cpu_seconds(pid)
-            first = polls(base, world["devices"], 0, args.processes, args.threads, True)
-            first_cpu_ms = (cpu_seconds(pid) - cpu) * 1000 / first[0]
-            print("steady polls...", file=sys.stderr)
-            cpu = cpu_seconds(pid)
-            steady = polls(
-                base, world["devices"], args.poll_seconds, args.processes, args.threads, False
-            )
-            steady_cpu_ms = (cpu_seconds(pid) - cpu) * 1000 / steady[0]
-            print("transfer...", file=sys.stderr)
-            moved = transfer(base, pid, world, created["id"], args.size_mib, work, args.transfers)
+            port = int(base.rsplit(":", 1)[1])
+            load = {"processes": args.processes, "connections": args.connections}
+            poll_runs = []
+            for label, options in (
+                ("first poll (logs delivery)", {"each_once": True}),
+                ("steady polls, closed loop", {"seconds": args.poll_seconds}),
+                (
+                    f"steady polls, open loop at {args.poll_rate:,.0f}/s",
+                    {"seconds": args.poll_seconds, "rate": args.poll_rate},
+                ),
+            ):
+                meter = CpuMeter(pid, url)
+                result = poll_load.run("127.0.0.1", port, world["devices"], **load, **options)
+                poll_runs.append((label, result, poll_cpu(meter, result.count)))
+                print(f"{label}: {result.rate:,.0f} polls/s", file=sys.stderr)
+            if not args.no_transfer:
+                print("transfer...", file=sys.stderr)
+                moved = transfer(
+                    base, pid, world, created["id"], args.size_mib, work, args.transfers
+                )
 
-    mb = moved["size"] / 1e6
     print(
-        f"\nserver: one uvicorn process, PostgreSQL, {args.devices} devices, "
-        f"{args.processes}x{args.threads} poll clients\n"
+        f"\nserver: `porchlight server run --workers {args.workers}`, PostgreSQL, "
+        f"{args.devices} devices; load: {args.processes} processes x {args.connections} "
+        "keep-alive connections (bench/poll_load.py)\n"
     )
     print("| measure | result | target |")
     print("|---|---:|---:|")
     print(f"| fan-out: approve -> {asks} asks, request open | {fan_out_s:.2f} s | < 2 s |")
-    for label, (count, wall, p50, p99), cpu_ms in (
-        ("first poll (logs delivery)", first, first_cpu_ms),
-        ("steady polls", steady, steady_cpu_ms),
-    ):
-        print(
-            f"| {label}: {count} polls | {count / wall:,.0f} polls/s, p50 {p50:.1f} ms, "
-            f"p99 {p99:.1f} ms; server CPU {cpu_ms:.2f} ms/poll | >= 1,000/s, p99 < 50 ms |"
+    for label, result, (server_ms, database_ms) in poll_runs:
+        due = (
+            f", p99 from due time {result.due_p99_ms:.1f} ms"
+            if result.due_p99_ms is not None
+            else ""
         )
-    runs = moved["runs"]
-    for label, column in (("upload", 0), ("download", 1)):
-        rates = sorted(mb / run[column] for run in runs)
-        growth = max(run[column + 2] for run in runs)
+        late = f", {result.signed_late} signed late" if result.signed_late else ""
         print(
-            f"| {label} {mb:,.0f} MB, best of {len(runs)} (median) | {rates[-1]:,.0f} "
-            f"({statistics.median(rates):,.0f}) MB/s, RSS +{growth:.1f} MiB at most "
-            "| >= 300 MB/s, < 50 MiB |"
+            f"| {label}: {result.count} polls | {result.rate:,.0f} polls/s, p50 "
+            f"{result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms{due}; CPU per poll: server "
+            f"{server_ms:.2f} ms + PostgreSQL {database_ms:.2f} ms{late} "
+            "| >= 1,000/s, p99 < 50 ms |"
         )
-    print(f"\nserver RSS before the transfer: {moved['rss_before']:.0f} MiB")
+    if not args.no_transfer:
+        mb = moved["size"] / 1e6
+        runs = moved["runs"]
+        for label, column in (("upload", 0), ("download", 1)):
+            rates = sorted(mb / run[column] for run in runs)
+            growth = max(run[column + 2] for run in runs)
+            print(
+                f"| {label} {mb:,.0f} MB, best of {len(runs)} (median) | {rates[-1]:,.0f} "
+                f"({statistics.median(rates):,.0f}) MB/s, RSS +{growth:.1f} MiB at most "
+                "| >= 300 MB/s, < 50 MiB |"
+            )
+        print(f"\nserver RSS before the transfer: {moved['rss_before']:.0f} MiB")
     print(
         f"load average at the end (1/5/15 min): {' / '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )

@@ -29,10 +29,12 @@ from porchlight.age.files import atomic_output
 from porchlight.age.parallel import (
     PARALLEL_FROM,
     _run,
+    preallocate,
     seal_layout,
+    task_chunks,
     worker_count,
 )
-from porchlight.age.pipeline import Transform, sealer
+from porchlight.age.pipeline import BLOCK_CHUNKS, Transform, sealer
 from porchlight.age.stream import ENCRYPTED_CHUNK_SIZE
 
 WORKERS = 3
@@ -80,6 +82,29 @@ def test_large_files_fan_out_and_small_ones_do_not() -> None:
     assert worker_count(SIZES[0], WORKERS) == WORKERS
     assert worker_count(PARALLEL_FROM - 1, WORKERS) == 1
     assert worker_count(1 << 30, 1) == 1
+
+
+@pytest.mark.parametrize("chunks", [1, 196, 256, 16384, 1 << 20, (1 << 24) + 5])
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_tasks_are_whole_blocks_several_per_worker_and_few_enough_for_a_pipe(
+    chunks: int, workers: int
+) -> None:
+    size = task_chunks(chunks, workers)
+    assert size % BLOCK_CHUNKS == 0
+    tasks = -(-chunks // size)
+    # The task list is written whole before the workers start: it must fit in the pipe.
+    assert tasks * 4 <= 16 * 1024
+    # Enough tasks that a worker slowed down by the scheduler is not left holding half.
+    assert tasks >= min(2 * workers, chunks // BLOCK_CHUNKS)
+    assert size <= 8 * BLOCK_CHUNKS or tasks > 4000
+
+
+def test_preallocate_gives_the_final_size_and_zeros(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    with open(path, "wb") as handle:
+        preallocate(handle.fileno(), 3 * MIB + 5)
+    assert path.stat().st_size == 3 * MIB + 5
+    assert path.read_bytes() == bytes(3 * MIB + 5)
 
 
 @pytest.mark.parametrize("plain_file", SIZES, indirect=True)
