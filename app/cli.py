@@ -22,6 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run = commands.add_parser("run", help="migrate, then serve the API (uvicorn)")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="server processes sharing the port (default: one per CPU)",
+    )
     run.set_defaults(handler=_run)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
@@ -85,10 +91,18 @@ def _run(args: argparse.Namespace) -> int:
 
     from app.accounts import service as accounts
     from app.db import make_engine, make_sessionmaker
+    from app.log.keys import LogKeyError, load_or_create
     from app.main import create_app
 
+    if args.workers < 1:
+        raise CommandError("--workers must be at least 1")
     settings = _settings()
     _migrate_to_head(settings)
+    # Made here, once, before the worker processes start; a bad key stops us with a message.
+    try:
+        load_or_create(settings)
+    except (LogKeyError, OSError) as error:
+        raise CommandError(str(error), hint="check PORCHLIGHT_DATA_DIR") from None
     engine = make_engine(settings.database_url)
     with make_sessionmaker(engine)() as session:
         has_admin = accounts.admin_exists(session)
@@ -104,7 +118,20 @@ def _run(args: argparse.Namespace) -> int:
         command = _own_command()
         hint = f"no admin yet: create the first one with `{command} server create-admin`"
         print(hint, flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        return 0
+    # Each worker builds its own app from the same PORCHLIGHT_* environment. The lifespan
+    # tasks (checkpoint publisher, deadline scheduler) run in every worker: both are written
+    # to tolerate several processes (row locks with SKIP LOCKED, idempotent steps).
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+    )
     return 0
 
 

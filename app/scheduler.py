@@ -5,7 +5,8 @@ Each run, in order, each step in its own transaction(s):
 2. open requests past their deadline -> closed (the access window starts);
 3. closed requests past the access window -> expired, their shared clips purged (logged);
 4. blobs of purged clips (expiry or revocation) deleted from the clip store, each deletion
-   logged, then temporaries of crashed uploads swept.
+   logged, then temporaries of crashed uploads swept;
+5. device-call nonces too old to pass the timestamp check forgotten (bookkeeping, not logged).
 Every step selects by state, so a run repeated, interrupted or racing another process's run
 does the remaining work once and nothing twice. `run_once` is what tests call with their clock.
 """
@@ -16,13 +17,14 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.audit import service as audit
 from app.clipstore import ClipStore
+from app.devices import service as devices
 from app.requests.models import Ask, FootageRequest, SharedClip
 from app.requests.service import close_request
 from app.requests.transitions import ask_transition, request_transition
@@ -41,6 +43,7 @@ class RunReport:
     clips_purged: int = 0
     blobs_deleted: int = 0
     temporaries_swept: int = 0
+    nonces_forgotten: int = 0
 
 
 def _expire_asks(session: Session, now: datetime) -> int:
@@ -121,8 +124,16 @@ def _delete_blobs(session: Session, store: ClipStore, now: datetime) -> int:
     return len(clips)
 
 
-def run_once(factory: sessionmaker[Session], store: ClipStore, now: datetime) -> RunReport:
-    """One idempotent pass over every deadline; safe to call at any time, from any process."""
+def run_once(
+    factory: sessionmaker[Session],
+    store: ClipStore,
+    now: datetime,
+    nonce_max_age: timedelta | None = None,
+) -> RunReport:
+    """One idempotent pass over every deadline; safe to call at any time, from any process.
+
+    `nonce_max_age` (twice the allowed device clock skew) enables step 5.
+    """
     report = RunReport()
 
     def until_done(step: Callable[[Session], int]) -> int:
@@ -141,6 +152,9 @@ def run_once(factory: sessionmaker[Session], store: ClipStore, now: datetime) ->
         report.requests_expired, report.clips_purged = _expire_requests(session, now)
     report.blobs_deleted = until_done(lambda s: _delete_blobs(s, store, now))
     report.temporaries_swept = store.sweep_temporary(TEMPORARY_MAX_AGE_SECONDS)
+    if nonce_max_age is not None:
+        with factory() as session, session.begin():
+            report.nonces_forgotten = devices.forget_nonces(session, now - nonce_max_age)
     return report
 
 
@@ -153,9 +167,10 @@ class Scheduler:
         store: ClipStore,
         clock: Callable[[], datetime],
         interval: float = INTERVAL_SECONDS,
+        nonce_max_age: timedelta | None = None,
     ) -> None:
         self._factory, self._store, self._clock = factory, store, clock
-        self._interval = interval
+        self._interval, self._nonce_max_age = interval, nonce_max_age
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="porchlight-scheduler", daemon=True)
 
@@ -170,8 +185,8 @@ class Scheduler:
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                report = run_once(self._factory, self._store, self._clock())
-                if any(vars(report).values()):
+                report = run_once(self._factory, self._store, self._clock(), self._nonce_max_age)
+                if any(value for name, value in vars(report).items() if name != "nonces_forgotten"):
                     log.info("scheduler run: %s", report)
             except Exception:  # one failed run must not stop later ones
                 log.exception("scheduler run failed; retrying next interval")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import NamedTuple, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Insert, Table, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from app import tokens
@@ -30,6 +34,11 @@ from porchlight.client import (
 )
 
 _NONCE = re.compile(r"^[0-9a-f]{32}$")
+_DEVICE, _TIMESTAMP = DEVICE_HEADER.lower(), TIMESTAMP_HEADER.lower()
+_NONCE_NAME, _SIGNATURE = NONCE_HEADER.lower(), SIGNATURE_HEADER.lower()
+# Core tables for the signed-call path, which loads no ORM objects.
+_DEVICES = cast(Table, Device.__table__)
+_NONCES = cast(Table, DeviceNonce.__table__)
 
 
 def create_enrolment_code(
@@ -164,6 +173,139 @@ def get_device(session: Session, device_id: int) -> Device:
 
 
 _REFUSED = "device call not authenticated"
+# last_seen_at is operational metadata for the owner's device list: refreshing it at most once
+# a minute keeps a steadily polling device from rewriting its row on every poll.
+LAST_SEEN_RESOLUTION = timedelta(minutes=1)
+
+
+class CheckedCall(NamedTuple):
+    """The device a signed call came from (a Core row: the poll path loads no ORM object)."""
+
+    id: int
+    public_key: bytes
+
+
+@lru_cache(maxsize=16384)
+def _verifier(public_key: bytes) -> Ed25519PublicKey:
+    # Parsing the key is a measurable share of a poll; the raw bytes name the key exactly.
+    return Ed25519PublicKey.from_public_bytes(public_key)
+
+
+# The signed-call statements, built once: building a statement costs more than running it.
+_CALLER = select(
+    _DEVICES.c.public_key,
+    _DEVICES.c.credential_hash,
+    _DEVICES.c.revoked_at,
+    _DEVICES.c.last_seen_at,
+).where(_DEVICES.c.id == bindparam("device_id"))
+# PostgreSQL only, in the same round trip: this transaction's commit will not wait for the
+# write-ahead log to reach the disk (see make_durable for why a poll may do this).
+_CALLER_NO_WAIT = _CALLER.add_columns(func.set_config("synchronous_commit", "off", True))
+_DURABLE_AGAIN = select(func.set_config("synchronous_commit", "on", True))
+_BURN_NONCE: dict[str, Insert] = {
+    dialect: insert(_NONCES).on_conflict_do_nothing().returning(_NONCES.c.nonce)
+    for dialect, insert in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
+}
+_TOUCH = (
+    update(_DEVICES)
+    .where(_DEVICES.c.id == bindparam("device_id"))
+    .values(last_seen_at=bindparam("seen"))
+)
+
+
+def check_call(
+    session: Session,
+    settings: Settings,
+    headers: Mapping[str, str],
+    method: str,
+    path: str,
+    body: bytes,
+    now: datetime,
+    *,
+    body_sha256: str | None = None,
+    durable: bool = True,
+) -> CheckedCall:
+    """Check a signed device call (see porchlight.client) and burn its nonce.
+
+    A route that streams a large body to disk passes `body=b""` and the hex `body_sha256` it
+    computed while streaming, instead of holding the body in memory.
+
+    Every failure but a replay or a stale clock gets the same message, so a caller learns
+    nothing about which part was wrong. On failure the caller rolls back, so a refused call
+    burns no nonce and touches no row.
+
+    `durable=False` (PostgreSQL only; see `make_durable`) lets the transaction commit without
+    waiting for the write-ahead log to reach the disk. Only a call that changes nothing but
+    the nonce bookkeeping may ask for it: the steady device poll.
+    """
+    # Header names are case-insensitive in HTTP; compare them in lower case.
+    lowered = {name.lower(): value for name, value in headers.items()}
+    scheme, _, credential = lowered.get("authorization", "").partition(" ")
+    device_id = lowered.get(_DEVICE, "")
+    stamp = lowered.get(_TIMESTAMP, "")
+    nonce = lowered.get(_NONCE_NAME, "")
+    signature_b64 = lowered.get(_SIGNATURE, "")
+    if (
+        scheme != "Device"
+        or not device_id.isdigit()
+        or not stamp.isdigit()
+        or not _NONCE.match(nonce)
+    ):
+        raise NotAuthenticated(_REFUSED)
+    connection = session.connection()
+    dialect = connection.dialect.name
+    caller = _CALLER if durable or dialect != "postgresql" else _CALLER_NO_WAIT
+    row = connection.execute(caller, {"device_id": int(device_id)}).first()
+    if (
+        row is None
+        or row.revoked_at is not None
+        or not hmac.compare_digest(row.credential_hash, tokens.digest(credential))
+    ):
+        raise NotAuthenticated(_REFUSED)
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+        _verifier(row.public_key).verify(
+            signature,
+            device_signing_message(method, path, stamp, nonce, body, body_sha256=body_sha256),
+        )
+    except (InvalidSignature, binascii.Error, ValueError):
+        raise NotAuthenticated(_REFUSED) from None
+    sent_at = datetime.fromtimestamp(int(stamp), UTC)
+    if abs(sent_at - now) > timedelta(seconds=settings.device_clock_skew_seconds):
+        raise NotAuthenticated("device clock is off or the call is stale; check the device time")
+    # The primary key (device_id, nonce) refuses a second use; ON CONFLICT turns that into "no
+    # row returned" instead of an error, so no savepoint is needed. Two processes inserting
+    # the same nonce at once: the second waits for the first to commit, then gets no row.
+    # Nonces older than twice the skew can no longer pass the timestamp check; the scheduler
+    # forgets them (app/scheduler.py), not every call.
+    burned = connection.execute(
+        _BURN_NONCE[dialect], {"device_id": int(device_id), "nonce": nonce, "seen_at": now}
+    )
+    if burned.first() is None:
+        raise NotAuthenticated("replayed device call refused")
+    if row.last_seen_at is None or now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
+        connection.execute(_TOUCH, {"device_id": int(device_id), "seen": now})
+    return CheckedCall(int(device_id), row.public_key)
+
+
+def make_durable(session: Session) -> None:
+    """Undo `check_call(durable=False)`: this transaction's commit waits for the disk again.
+
+    Why a poll may skip the wait: a steady poll changes no state; it writes only its nonce
+    (and at most once a minute the device's last_seen_at). If PostgreSQL crashes within the
+    fraction of a second before the write-ahead log reaches the disk, those rows are lost and
+    nothing else: no log entry, no ask, no consent is ever committed this way, because
+    anything that changes state calls this first (a poll that delivers an ask for the first
+    time writes an `ask:deliver` log entry in the same transaction). The lost nonce means a
+    copy of that one poll, captured on the wire, could be replayed until its timestamp leaves
+    the skew window (device_clock_skew_seconds); a replayed poll is still a valid signature by
+    the device's key over that exact request, it changes nothing the device's own next poll
+    would not, and it returns what any poll by that device returns, to a party that would have
+    had to break TLS to capture it.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(_DURABLE_AGAIN)
 
 
 def authenticate_call(
@@ -177,62 +319,17 @@ def authenticate_call(
     *,
     body_sha256: str | None = None,
 ) -> Device:
-    """Check a signed device call (see porchlight.client) and burn its nonce.
-
-    A route that streams a large body to disk passes `body=b""` and the hex `body_sha256` it
-    computed while streaming, instead of holding the body in memory.
-
-    Every failure but a replay or a stale clock gets the same message, so a caller learns
-    nothing about which part was wrong.
-    """
-    # Header names are case-insensitive in HTTP; compare them in lower case.
-    lowered = {name.lower(): value for name, value in headers.items()}
-
-    def header(name: str) -> str:
-        return lowered.get(name.lower(), "")
-
-    scheme, _, credential = header("authorization").partition(" ")
-    device_id, stamp = header(DEVICE_HEADER), header(TIMESTAMP_HEADER)
-    nonce, signature_b64 = header(NONCE_HEADER), header(SIGNATURE_HEADER)
-    if (
-        scheme != "Device"
-        or not device_id.isdigit()
-        or not stamp.isdigit()
-        or not _NONCE.match(nonce)
-    ):
-        raise NotAuthenticated(_REFUSED)
-    device = session.get(Device, int(device_id))
-    if (
-        device is None
-        or device.revoked_at is not None
-        or device.credential_hash != tokens.digest(credential)
-    ):
-        raise NotAuthenticated(_REFUSED)
-    try:
-        signature = base64.b64decode(signature_b64, validate=True)
-        Ed25519PublicKey.from_public_bytes(device.public_key).verify(
-            signature,
-            device_signing_message(method, path, stamp, nonce, body, body_sha256=body_sha256),
-        )
-    except (InvalidSignature, binascii.Error, ValueError):
-        raise NotAuthenticated(_REFUSED) from None
-    sent_at = datetime.fromtimestamp(int(stamp), UTC)
-    skew = timedelta(seconds=settings.device_clock_skew_seconds)
-    if abs(sent_at - now) > skew:
-        raise NotAuthenticated("device clock is off or the call is stale; check the device time")
-    # Nonces older than twice the skew can no longer pass the timestamp check: forget them.
-    session.execute(
-        delete(DeviceNonce).where(
-            DeviceNonce.device_id == device.id, DeviceNonce.seen_at < now - 2 * skew
-        )
+    """`check_call` (durable), returning the device as an ORM object for routes that use it."""
+    checked = check_call(
+        session, settings, headers, method, path, body, now, body_sha256=body_sha256
     )
-    if session.get(DeviceNonce, (device.id, nonce)) is not None:
-        raise NotAuthenticated("replayed device call refused")
-    try:
-        with session.begin_nested():
-            session.add(DeviceNonce(device_id=device.id, nonce=nonce, seen_at=now))
-    except IntegrityError:
-        raise NotAuthenticated("replayed device call refused") from None
-    # Operational metadata for the owner's device list; not a log-worthy change.
-    device.last_seen_at = now
+    device = session.get(Device, checked.id)
+    assert device is not None  # check_call just read it in this transaction
     return device
+
+
+def forget_nonces(session: Session, seen_before: datetime) -> int:
+    """Delete nonces seen before `seen_before`; the scheduler passes now - 2 x the clock skew,
+    past which a call's timestamp check refuses it anyway, so forgetting it reopens nothing."""
+    result = session.connection().execute(delete(_NONCES).where(_NONCES.c.seen_at < seen_before))
+    return int(result.rowcount)

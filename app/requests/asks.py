@@ -10,13 +10,16 @@ import base64
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select
+from pydantic import TypeAdapter
+from sqlalchemy import Select, Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.accounts.models import User
 from app.agencies.models import Agency
 from app.audit import service as audit
+from app.devices import service as device_service
 from app.devices.models import Device
 from app.errors import Conflict, InvalidInput, NotFound
 from app.requests import schemas
@@ -79,29 +82,140 @@ def _joined(
     return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
-def device_asks(session: Session, device: Device, now: datetime) -> list[schemas.DeviceAskOut]:
-    """The device's asks it can still act on; the first delivery of each is logged (a read of
-    the warrant details), later polls are not."""
-    rows = _joined(
-        session,
-        Ask.device_id == device.id,
-        or_(
-            and_(Ask.state == "pending", FootageRequest.state == "open"),
-            and_(Ask.state == "consented", FootageRequest.state.in_(LIVE_REQUEST_STATES)),
-        ),
+_DEVICE_ASKS_OUT = TypeAdapter(list[schemas.DeviceAskOut])
+_ASKS = cast(Table, Ask.__table__)
+_REQUESTS = cast(Table, FootageRequest.__table__)
+_AGENCIES = cast(Table, Agency.__table__)
+_USERS = cast(Table, User.__table__)
+_SHARED = cast(Table, SharedClip.__table__)
+
+
+def _device_asks_query() -> Select[Any]:
+    a, r, agency, officer = _ASKS.c, _REQUESTS.c, _AGENCIES.c, _USERS.c
+    return (
+        select(
+            a.id,
+            a.state,
+            a.deadline,
+            a.delivered_at,
+            a.receipt,
+            a.request_id,
+            r.state.label("request_state"),
+            r.warrant_court,
+            r.warrant_docket_number,
+            r.warrant_judge,
+            r.warrant_issued_on,
+            r.warrant_expires_on,
+            r.warrant_document_sha256,
+            r.offence,
+            r.window_start,
+            r.window_end,
+            r.area_lat,
+            r.area_lon,
+            r.area_radius_m,
+            agency.name.label("agency"),
+            agency.jurisdiction,
+            agency.recipient,
+            officer.username.label("officer"),
+        )
+        .select_from(_ASKS)
+        .join(_REQUESTS, r.id == a.request_id)
+        .join(_AGENCIES, agency.id == r.agency_id)
+        .join(_USERS, officer.id == r.requester_id)
+        # ix_asks_device_id_state serves this: a device has few asks in any state.
+        .where(
+            a.device_id == bindparam("device_id"),
+            or_(
+                and_(a.state == "pending", r.state == "open"),
+                and_(a.state == "consented", or_(*(r.state == s for s in LIVE_REQUEST_STATES))),
+            ),
+        )
+        .order_by(a.created_at, a.id)
     )
-    for ask, _, _, _ in rows:
-        if ask.delivered_at is None:
-            ask.delivered_at = now
+
+
+# Built once: building a statement costs more than running it, on the busiest call.
+_DEVICE_ASKS = _device_asks_query()
+_UPLOADED = (
+    select(_SHARED.c.clip_id)
+    .where(_SHARED.c.ask_id == bindparam("ask_id"), _SHARED.c.purged_at.is_(None))
+    .order_by(_SHARED.c.clip_id)
+)
+_DELIVER = (
+    update(_ASKS)
+    .where(_ASKS.c.id == bindparam("ask_id"), _ASKS.c.delivered_at.is_(None))
+    .values(delivered_at=bindparam("now"))
+)
+
+
+def device_asks(session: Session, device_id: int, now: datetime) -> bytes:
+    """The device's asks it can still act on, as the JSON body of `GET /api/device/asks`.
+
+    The first delivery of each is logged (a read of the warrant details) and made durable
+    (`device_service.make_durable`) in the same transaction; later polls are not logged. This is the
+    busiest call in the system (every camera, every few seconds), so it reads rows with Core
+    in one query rather than loading ORM objects.
+    """
+    connection = session.connection()
+    rows = connection.execute(_DEVICE_ASKS, {"device_id": device_id}).all()
+    if not rows:
+        return b"[]"
+    first_deliveries = [row for row in rows if row.delivered_at is None]
+    if first_deliveries:
+        device_service.make_durable(session)
+    for row in first_deliveries:
+        # The condition on delivered_at makes a concurrent first poll log it once, not twice.
+        marked = connection.execute(_DELIVER, {"ask_id": row.id, "now": now})
+        if marked.rowcount == 1:
             audit.append(
                 session,
-                f"device:{device.id}",
+                f"device:{device_id}",
                 "ask:deliver",
-                f"ask:{ask.id}",
-                {"request": ask.request_id},
+                f"ask:{row.id}",
+                {"request": row.request_id},
                 now=now,
             )
-    return [_ask_out(session, *row) for row in rows]
+    out = []
+    for row in rows:
+        # Only a consented ask can have clips: a pending one (every poll's case) needs no query.
+        uploaded = (
+            connection.execute(_UPLOADED, {"ask_id": row.id}).scalars().all()
+            if row.state == "consented"
+            else []
+        )
+        receipt = json.loads(row.receipt) if row.receipt else {"clip_ids": []}
+        out.append(
+            schemas.DeviceAskOut(
+                ask_id=row.id,
+                state=row.state,
+                deadline=row.deadline,
+                request=schemas.AskRequest(
+                    id=row.request_id,
+                    agency=row.agency,
+                    jurisdiction=row.jurisdiction,
+                    officer=row.officer,
+                    warrant=schemas.Warrant(
+                        court=row.warrant_court,
+                        docket_number=row.warrant_docket_number,
+                        judge=row.warrant_judge,
+                        issued_on=row.warrant_issued_on,
+                        expires_on=row.warrant_expires_on,
+                        document_sha256=row.warrant_document_sha256,
+                    ),
+                    offence=row.offence,
+                    window_start=row.window_start,
+                    window_end=row.window_end,
+                    area=schemas.Area(
+                        lat=row.area_lat, lon=row.area_lon, radius_m=row.area_radius_m
+                    ),
+                    state=row.request_state,
+                ),
+                agency_recipient=row.recipient,
+                clip_ids=list(receipt["clip_ids"]),
+                uploaded_clip_ids=list(uploaded),
+            )
+        )
+    return _DEVICE_ASKS_OUT.dump_json(out)
 
 
 def resident_asks(session: Session, resident: User, now: datetime) -> list[schemas.ResidentAskOut]:
