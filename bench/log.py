@@ -14,16 +14,18 @@ For each database (a fresh SQLite file; a freshly created PostgreSQL database na
    server process (`app.audit.integrator`, every `log_integrate_interval_seconds`), and the
    integration lag is measured: from a writer's commit returning to the integrating
    transaction's commit returning (the entry has its index and is in the tree);
-3. publish a signed checkpoint, start the real server (uvicorn, one process) on loopback;
+3. publish a signed checkpoint, start the real server (uvicorn, --workers processes, default
+   one) on loopback;
 4. inclusion-proof latency p50/p99 over random indexes: the proof read from the database
    (`app.log.tree.inclusion`, what the endpoint runs) and the whole HTTP round trip of
    `GET /log/proof/inclusion`;
-5. full verification of the whole log with `porchlight.tlog.verify.verify_log` fetching every
-   tile and entry bundle from that server over HTTP (what `porchlight audit verify --server`
-   does).
+5. full verification of the whole log with `porchlight.tlog.verify.verify_log` over HTTP from
+   that server, --verify-reads parallel reads (default 8): as `porchlight audit verify
+   --server` runs it (every entry bundle and every hash tile above level 0), then as with
+   --all-tiles (every level-0 hash tile as well).
 
     .venv/bin/python bench/log.py [--entries N] [--appends N] [--proofs N] [--postgres URL]
-        [--writers N] [--processes N] [--appends-only]
+        [--writers N] [--processes N] [--appends-only] [--workers N] [--verify-reads N]
 
 Targets (issue 4): >= 2,000 durable appends/s on PostgreSQL, proof p99 < 10 ms, full
 verification of 1,000,000 entries < 10 s.
@@ -258,7 +260,7 @@ def timed(calls: int, call: Callable[[int], object], size: int) -> list[float]:
 
 
 @contextmanager
-def server(database_url: str, data_dir: Path) -> Iterator[str]:
+def server(database_url: str, data_dir: Path, workers: int = 1) -> Iterator[str]:
     import socket
 
     with socket.socket() as probe:
@@ -271,7 +273,7 @@ def server(database_url: str, data_dir: Path) -> Iterator[str]:
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
-         "--port", str(port), "--log-level", "warning"],
+         "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
         cwd=REPO, env=env,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -363,7 +365,7 @@ def run(kind: str, args: argparse.Namespace, scratch: Path) -> dict[str, str]:
             _, token = accounts.create_api_token(session, auditor, "bench", datetime.now(UTC))
             session.commit()
         engine.dispose()
-        with server(url, data_dir) as base, httpx.Client(timeout=60) as client:
+        with server(url, data_dir, args.workers) as base, httpx.Client(timeout=60) as client:
 
             def http_proof(index: int) -> None:
                 response = client.get(f"{base}/log/proof/inclusion", params={"index": index})
@@ -372,15 +374,24 @@ def run(kind: str, args: argparse.Namespace, scratch: Path) -> dict[str, str]:
             p50, p99 = percentiles(timed(args.proofs, http_proof, size))
             results["inclusion proof over HTTP, p50 / p99"] = f"{p50:.2f} / {p99:.2f} ms"
             progress(f"{kind}: full verification over HTTP")
-            began = time.perf_counter()
-            source = HttpSource(
-                f"{base}/log", client, headers={"Authorization": f"Bearer {token}"}
-            )
-            verified = verify_log(source, signer.verifier_key)
-            elapsed = time.perf_counter() - began
-            # The auditor's account added its own entries after the proofs were timed.
-            assert verified.checkpoint.size >= size
-            results["full verification over HTTP (verify_log)"] = f"{elapsed:.1f} s"
+            # As `porchlight audit verify --server` runs it: level-0 tiles only on a failure;
+            # then with --all-tiles (every level-0 tile compared too).
+            for leaf_tiles, row in (
+                (False, "full verification over HTTP (audit verify --server)"),
+                (True, "full verification over HTTP, --all-tiles"),
+            ):
+                began = time.perf_counter()
+                source = HttpSource(
+                    f"{base}/log",
+                    parallel_reads=args.verify_reads,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                verified = verify_log(source, signer.verifier_key, leaf_tiles=leaf_tiles)
+                elapsed = time.perf_counter() - began
+                source.close()
+                # The auditor's account added its own entries after the proofs were timed.
+                assert verified.checkpoint.size >= size
+                results[row] = f"{elapsed:.1f} s"
     print(file=sys.stderr)
     return results
 
@@ -392,6 +403,12 @@ def main() -> int:
     parser.add_argument("--proofs", type=int, default=2000)
     parser.add_argument("--postgres", default=os.environ.get("PORCHLIGHT_TEST_POSTGRES_URL"))
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn processes serving the proofs and tiles"
+    )
+    parser.add_argument(
+        "--verify-reads", type=int, default=8, help="the verifier's parallel HTTP reads"
+    )
     parser.add_argument("--writers", type=int, default=32, help="concurrent single-entry writers")
     parser.add_argument("--processes", type=int, default=4, help="processes the writers run in")
     parser.add_argument(

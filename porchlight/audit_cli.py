@@ -3,7 +3,7 @@
 Subcommands:
 
     verify   (--server URL [--token TOKEN] | --dir DIR) --key VKEY [--state FILE]
-             [--checkpoint FILE] [--witness VKEY ...]
+             [--checkpoint FILE] [--witness VKEY ...] [--all-tiles]
     cosign   --server URL --key VKEY --signer-key FILE [--state FILE] [--token TOKEN]
     timeline REQUEST_ID --server URL [--token TOKEN]
     export   --server URL --format jsonl|csv [-o FILE] [--token TOKEN]
@@ -66,6 +66,7 @@ from porchlight.tlog.note import (
 from porchlight.tlog.verify import (
     DirectorySource,
     HttpSource,
+    ReadRefused,
     TileSource,
     VerifiedLog,
     VerifyError,
@@ -75,6 +76,27 @@ from porchlight.tlog.verify import (
 )
 
 EXPORT_PAGE_SIZE = 1000
+_VERIFY_DESCRIPTION = """\
+Verify the whole log, trusting only the log's verifier key (--key):
+
+1. the checkpoint carries a valid signature by that key;
+2. every entry bundle up to the checkpoint's size is read, every entry re-hashed (RFC 6962
+   leaf hash), the whole Merkle tree rebuilt, and its root must equal the signed root: the
+   signed checkpoint commits to exactly these entries;
+3. every hash tile above level 0 (tile/1/..., tile/2/...) must equal the rebuilt tree;
+4. the level-0 hash tiles (the log's own record of each leaf hash) must equal the
+   re-hashed entries. With --dir they are always compared. With --server they are read
+   only when step 2 or an entry bundle fails, to name the first bad entry, unless
+   --all-tiles: a wrong level-0 tile cannot make a false entry or proof pass (anyone
+   using it checks it against the signed root that step 2 vouches for), so skipping them
+   halves the requests without weakening what is vouched for;
+5. against the state file (--state) of the last successful run: the new tree contains the
+   old one (same root at the old size) and the checkpoint did not roll back. A fork (a
+   rewritten history re-signed with the log's key) is named by its first differing
+   256-entry block or entry.
+
+Failures name the first bad entry, tile or checkpoint, exit non-zero and leave the state
+file untouched. --witness additionally requires a valid cosignature by each given key."""
 _TIMEOUT = 30.0
 
 
@@ -86,7 +108,12 @@ def register(subparsers: Any) -> None:
     )
     commands = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
 
-    verify = commands.add_parser("verify", help="verify the whole log and its consistency")
+    verify = commands.add_parser(
+        "verify",
+        help="verify the whole log and its consistency",
+        description=_VERIFY_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     where = verify.add_mutually_exclusive_group(required=True)
     where.add_argument("--server", help="server base URL (the log is under {server}/log/)")
     where.add_argument("--dir", type=Path, help="a directory of tiles and checkpoints")
@@ -102,6 +129,12 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="VKEY",
         help="require a valid cosignature by this witness key (repeatable)",
+    )
+    verify.add_argument(
+        "--all-tiles",
+        action="store_true",
+        help="with --server, also fetch and compare every level-0 hash tile (always done "
+        "with --dir); about twice the requests",
     )
     verify.set_defaults(handler=_verify)
 
@@ -153,7 +186,12 @@ def _default_state_path(vkey: str) -> Path:
 
 
 def _run_verify(
-    source: TileSource, vkey: str, state_path: Path, checkpoint: Path | None
+    source: TileSource,
+    vkey: str,
+    state_path: Path,
+    checkpoint: Path | None,
+    *,
+    leaf_tiles: bool = False,
 ) -> VerifiedLog:
     try:
         previous = load_state(state_path)
@@ -169,9 +207,10 @@ def _run_verify(
             checkpoint_text=checkpoint_text,
             previous=previous,
             allow_older=checkpoint is not None,
+            leaf_tiles=leaf_tiles or not isinstance(source, HttpSource),
             progress=_progress,
         )
-    except _Refused as refused:
+    except ReadRefused as refused:
         raise CommandError(
             f"the server refused to serve the log (HTTP {refused.status} for {refused.url})",
             hint=(
@@ -200,24 +239,8 @@ def _summary(result: VerifiedLog) -> str:
     return line
 
 
-class _Refused(Exception):
-    """The server answered 401/403 to a log read (raised from an httpx response hook, so it
-    passes through HttpSource and the verifier untouched)."""
-
-    def __init__(self, status: int, url: str) -> None:
-        super().__init__(f"HTTP {status} for {url}")
-        self.status = status
-        self.url = url
-
-
-def _refuse_on_401_403(response: httpx.Response) -> None:
-    # Reads only: a refused cosignature POST is reported with the server's own message.
-    if response.request.method == "GET" and response.status_code in (401, 403):
-        raise _Refused(response.status_code, str(response.url))
-
-
 def _log_client() -> httpx.Client:
-    return httpx.Client(timeout=_TIMEOUT, event_hooks={"response": [_refuse_on_401_403]})
+    return httpx.Client(timeout=_TIMEOUT)
 
 
 def _optional_token(args: argparse.Namespace) -> str | None:
@@ -225,9 +248,12 @@ def _optional_token(args: argparse.Namespace) -> str | None:
     return token
 
 
-def _http_source(server: str, client: httpx.Client, token: str | None) -> HttpSource:
+def _http_source(server: str, token: str | None) -> HttpSource:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return HttpSource(f"{server.rstrip('/')}/log", client, headers=headers)
+    try:
+        return HttpSource(f"{server.rstrip('/')}/log", headers=headers, timeout=_TIMEOUT)
+    except VerifyError as error:
+        raise CommandError(f"--server: {error.message}") from None
 
 
 def _source(args: argparse.Namespace) -> TileSource:
@@ -235,7 +261,7 @@ def _source(args: argparse.Namespace) -> TileSource:
         if not args.dir.is_dir():
             raise CommandError(f"{args.dir} is not a directory")
         return DirectorySource(args.dir)
-    return _http_source(args.server, _log_client(), _optional_token(args))
+    return _http_source(args.server, _optional_token(args))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -247,7 +273,14 @@ def _verify(args: argparse.Namespace) -> int:
         witnesses.append(witness)
     _parse_vkey(args.key)
     state_path = args.state or _default_state_path(args.key)
-    result = _run_verify(_source(args), args.key, state_path, args.checkpoint)
+    source = _source(args)
+    try:
+        result = _run_verify(
+            source, args.key, state_path, args.checkpoint, leaf_tiles=args.all_tiles
+        )
+    finally:
+        if isinstance(source, HttpSource):
+            source.close()
     if witnesses:
         try:
             cosigned = {w for w, _ in verified_cosignatures(result.checkpoint_text, witnesses)}
@@ -282,9 +315,12 @@ def _cosign(args: argparse.Namespace) -> int:
         )
     server = args.server.rstrip("/")
     state_path = args.state or _default_state_path(args.key)
-    with _log_client() as client:
-        source = _http_source(server, client, _optional_token(args))
+    source = _http_source(server, _optional_token(args))
+    try:
         result = _run_verify(source, args.key, state_path, None)
+    finally:
+        source.close()
+    with _log_client() as client:
         signature = cosign(result.checkpoint_text, signer)
         line = signature.line().rstrip("\n")
         body = {"checkpoint": result.checkpoint_text, "cosignature": line}

@@ -27,7 +27,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from sqlalchemy import Engine
 
 from app.accounts.models import User
 from app.deps import NowDep, SessionDep, make_router, require
@@ -88,28 +90,49 @@ def _parse_tile(path: str) -> Tile:
         raise NotFound(str(error)) from None
 
 
+def _engine(request: Request) -> Engine:
+    return request.app.state.engine  # type: ignore[no-any-return]
+
+
+# Tiles and bundles are read outside the request's session, each with one statement of its
+# own (app.log.tree.hash_tile explains why): a full verification reads every one of them.
+EngineDep = Annotated[Engine, Depends(_engine)]
+
+
 # Declared before the hash-tile route so that `entries/...` never reaches the public one.
 @log_router.get("/tile/entries/{path:path}", response_class=Response)
 def get_entry_bundle(
-    _: Annotated[User, Depends(require("log:read"))], path: str, session: SessionDep
+    _: Annotated[User, Depends(require("log:read"))],
+    path: str,
+    session: SessionDep,
+    engine: EngineDep,
 ) -> Response:
     """An entry bundle (c2sp.org/tlog-tiles): every entry's bytes, so auditors only."""
     tile = _parse_tile(f"tile/entries/{path}")
-    return _tile_response(
-        tree.entry_bundle(session, tile, tree.committed_size(session)), tile, public=False
-    )
+    # Signing in only read (the token and its user): end that transaction now, as it holds
+    # SQLite's write lock, rather than across the bundle read and the response.
+    session.commit()
+    return _tile_response(tree.entry_bundle(engine, tile), tile, public=False)
 
 
-@log_router.get("/tile/{path:path}", response_class=Response)
-def get_tile(path: str, session: SessionDep) -> Response:
+def get_tile(path: str, engine: EngineDep) -> Response:
     """A hash tile (c2sp.org/tlog-tiles): hashes only, public."""
     tile = _parse_tile(f"tile/{path}")
     if tile.level is None:
         # Unreachable while the entries route is declared first; never serve bundles here.
         raise NotFound("entry bundles are served at /log/tile/entries/ to auditors only")
-    return _tile_response(
-        tree.hash_tile(session, tile, tree.committed_size(session)), tile, public=True
-    )
+    return _tile_response(tree.hash_tile(engine, tile), tile, public=True)
+
+
+# A plain route, not the transaction route of every other endpoint: a hash tile is one
+# SELECT outside any session, so a request session would only cost its commit and close.
+log_router.add_api_route(
+    "/tile/{path:path}",
+    get_tile,
+    methods=["GET"],
+    response_class=Response,
+    route_class_override=APIRoute,
+)
 
 
 class InclusionProofOut(BaseModel):

@@ -11,9 +11,12 @@ hash tiles and entry bundles, each from O(log n) rows or one contiguous range.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, tuple_
+from sqlalchemy import Engine, and_, bindparam, insert, or_, select, tuple_
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 from app.audit.models import LogEntry, LogHead
 from app.log.models import LogTreeNode
@@ -137,42 +140,94 @@ def consistency(session: Session, size1: int, size2: int) -> list[bytes]:
     return consistency_proof(size1, size2, node_reader(session))
 
 
-def hash_tile(session: Session, tile: Tile, size: int) -> bytes | None:
-    """A tlog-tiles hash tile of the tree of `size` entries, or None if it has no such tile.
+# Tiles and bundles are read with ONE statement each: the log size (does the tile exist yet?)
+# and the tile's rows together (the outer join still yields the size when the range has no
+# rows), in one snapshot. A full verification reads every tile and bundle of the log,
+# thousands of requests, so per-request cost matters (docs/benchmarks.md).
+_HASH_TILE = (
+    select(LogHead.size, LogTreeNode.hash)
+    .select_from(LogHead)
+    .outerjoin(
+        LogTreeNode,
+        and_(
+            LogTreeNode.level == bindparam("level"),
+            LogTreeNode.index >= bindparam("first"),
+            LogTreeNode.index < bindparam("end"),
+        ),
+    )
+    .where(LogHead.id == 1)
+    .order_by(LogTreeNode.index)
+)
+_ENTRY_BUNDLE = (
+    select(LogHead.size, LogEntry.entry)
+    .select_from(LogHead)
+    .outerjoin(
+        LogEntry,
+        and_(LogEntry.index >= bindparam("first"), LogEntry.index < bindparam("end")),
+    )
+    .where(LogHead.id == 1)
+    .order_by(LogEntry.index)
+)
+_COMPILED: dict[tuple[str, int], SQLCompiler] = {}
 
-    A tile at level L holds the nodes at tree level 8L; any width up to what `size` has is
+
+def _read_rows(engine: Engine, statement: ClauseElement, params: dict[str, int]) -> list[Any]:
+    """Run one read-only SELECT on a pooled DBAPI connection of its own, outside any session.
+
+    Why not a session: on SQLite every SQLAlchemy transaction begins IMMEDIATE (app.db), taking
+    the database's write lock, so concurrent tile reads would queue behind each other and
+    behind appends, each waiting in SQLite's sleeping busy handler. One SELECT in autocommit
+    mode is already a consistent snapshot and takes no write lock (WAL). On PostgreSQL it is
+    one statement in a transaction the pool rolls back. The statement is compiled once.
+    """
+    key = (engine.dialect.name, id(statement))
+    if key not in _COMPILED:
+        compiled = statement.compile(dialect=engine.dialect)
+        assert isinstance(compiled, SQLCompiler)
+        _COMPILED[key] = compiled
+    compiled = _COMPILED[key]
+    values = compiled.construct_params(params)
+    positions = compiled.positiontup
+    arguments: Any = [values[name] for name in positions] if positions else values
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(compiled.string, arguments)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+    finally:
+        connection.close()
+
+
+def hash_tile(engine: Engine, tile: Tile) -> bytes | None:
+    """A tlog-tiles hash tile of the current tree, or None if it has no such tile (yet).
+
+    A tile at level L holds the nodes at tree level 8L; any width up to what the tree has is
     served, so a client holding an older checkpoint still gets the partial tile it names.
     Level-0 tiles come from the node table, not from `log_entries`: the tree records what was
-    appended, so an entry edited afterwards disagrees with its tile and auditors name it.
-    Served as stored (even if rows are missing): judging them is the auditor's job.
+    integrated, so an entry edited afterwards disagrees with its tile and auditors name it.
+    Served as stored, on every request (nothing cached), even if rows are missing: judging
+    them is the auditor's job.
     """
     assert tile.level is not None
-    level, first = TILE_HEIGHT * tile.level, tile.index * TILE_WIDTH
-    if first + tile.width > level_width(size, tile.level):
+    first = tile.index * TILE_WIDTH
+    params = {"level": TILE_HEIGHT * tile.level, "first": first, "end": first + tile.width}
+    rows = _read_rows(engine, _HASH_TILE, params)
+    if first + tile.width > level_width(rows[0][0], tile.level):
         return None
-    query = (
-        select(LogTreeNode.hash)
-        .where(
-            LogTreeNode.level == level,
-            LogTreeNode.index >= first,
-            LogTreeNode.index < first + tile.width,
-        )
-        .order_by(LogTreeNode.index)
-    )
-    return b"".join(bytes(value) for value in session.scalars(query))
+    return b"".join([bytes(value) for _, value in rows if value is not None])
 
 
-def entry_bundle(session: Session, tile: Tile, size: int) -> bytes | None:
-    """A tlog-tiles entry bundle of the log of `size` entries, or None if it has none.
+def entry_bundle(engine: Engine, tile: Tile) -> bytes | None:
+    """A tlog-tiles entry bundle of the current log, or None if it has no such bundle (yet).
 
-    Served from the rows as they are: if the table was edited, auditors see the edit.
+    Served from the rows as they are, on every request (nothing cached): if the table was
+    edited, auditors see the edit.
     """
     first = tile.index * TILE_WIDTH
-    if first + tile.width > size:
+    rows = _read_rows(engine, _ENTRY_BUNDLE, {"first": first, "end": first + tile.width})
+    if first + tile.width > rows[0][0]:
         return None
-    rows = session.scalars(
-        select(LogEntry.entry)
-        .where(LogEntry.index >= first, LogEntry.index < first + tile.width)
-        .order_by(LogEntry.index)
-    )
-    return encode_bundle(bytes(entry) for entry in rows)
+    return encode_bundle([bytes(entry) for _, entry in rows if entry is not None])

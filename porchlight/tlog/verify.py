@@ -8,7 +8,12 @@ prefix serving `checkpoint`, `tile/<L>/<N>[.p/<W>]` and `tile/entries/<N>[.p/<W>
 2. every entry bundle up to the checkpoint's size is fetched and each entry's RFC 6962 leaf
    hash recomputed; the whole tree is rebuilt from those leaf hashes (RFC 9162 2.1.1) and its
    root must equal the signed root;
-3. every hash tile at every level must equal the recomputed complete-subtree hashes;
+3. every hash tile above level 0 must equal the recomputed complete-subtree hashes, and so
+   must every level-0 tile (the log's own leaf hashes) when `leaf_tiles` (the default);
+   without it they are read only when step 2 fails, to name the first bad entry. A wrong
+   level-0 tile cannot make a false entry or inclusion proof pass, as whoever uses it checks
+   it against the signed root that step 2 vouched for; skipping them halves the reads
+   over HTTP (`porchlight audit verify --server` skips them unless --all-tiles);
 4. against the previously verified checkpoint, kept in a JSON state file: the new tree must
    contain the old one (same root at the old size; rebuilding the whole tree is a stronger
    check than an RFC 9162 2.1.4 consistency proof), and the checkpoint may not roll back.
@@ -25,16 +30,19 @@ re-signed with the log's own key), the first differing block, or entry within th
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import ssl
+import threading
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-
-import httpx
+from urllib.parse import urlsplit
 
 from porchlight.tlog.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from porchlight.tlog.merkle import HASH_SIZE, complete_levels, root_from_levels
@@ -100,32 +108,128 @@ class DirectorySource:
             raise VerifyError(f"{path}: cannot read: {error}", path=path) from error
 
 
-@dataclass
+class ReadRefused(VerifyError):
+    """The server answered 401 or 403 to a read: the caller lacks the right credentials."""
+
+    def __init__(self, status: int, url: str, path: str) -> None:
+        super().__init__(f"{url}: HTTP {status}", path=path)
+        self.status = status
+        self.url = url
+
+
 class HttpSource:
-    """A log served over HTTP under `prefix` (for Porchlight, `{server}/log`).
+    """A log served over HTTP(S) under `prefix` (for Porchlight, `{server}/log`).
 
     `headers` go with every read: Porchlight serves entry bundles only to auditors, so an
-    auditor passes `{"Authorization": "Bearer <token>"}`."""
+    auditor passes `{"Authorization": "Bearer <token>"}`. A 401 or 403 raises `ReadRefused`.
 
-    prefix: str
-    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0))
-    parallel_reads: int = 8
-    headers: Mapping[str, str] = field(default_factory=dict)
+    Reads use the standard library's HTTP client, one keep-alive connection per reading
+    thread: a full verification makes thousands of small requests, and per request this costs
+    the verifier about a third of the CPU time of httpx (docs/benchmarks.md). HTTPS checks the
+    certificate against the system's trust store (or $SSL_CERT_FILE); an http(s)_proxy from
+    the environment is honoured (no_proxy too). Redirects are not followed.
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        parallel_reads: int = 8,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        parts = urlsplit(prefix.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise VerifyError(f"not an http(s) URL: {prefix!r}")
+        self.prefix = prefix.rstrip("/")
+        self.parallel_reads = parallel_reads
+        self.headers = {"User-Agent": "porchlight-audit", **(headers or {})}
+        self._timeout = timeout
+        self._scheme = parts.scheme
+        self._host = parts.hostname
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._base_path = parts.path
+        self._proxy = _proxy_for(parts.scheme, parts.netloc)
+        self._local = threading.local()
+        self._connections: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
 
     def describe(self) -> str:
         return self.prefix
 
+    def close(self) -> None:
+        """Close every connection this source opened."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        connection: http.client.HTTPConnection
+        if self._proxy is not None and self._scheme == "http":
+            # A plain-HTTP proxy takes the absolute URL (see `_target`).
+            connection = http.client.HTTPConnection(*self._proxy, timeout=self._timeout)
+        elif self._scheme == "https":
+            host, port = self._proxy or (self._host, self._port)
+            connection = http.client.HTTPSConnection(
+                host, port, timeout=self._timeout, context=ssl.create_default_context()
+            )
+            if self._proxy is not None:
+                connection.set_tunnel(self._host, self._port)
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    def _target(self, path: str) -> str:
+        target = f"{self._base_path}/{path}"
+        if self._proxy is not None and self._scheme == "http":
+            return f"{self.prefix}/{path}"
+        return target
+
     def read(self, path: str) -> bytes | None:
-        url = f"{self.prefix.rstrip('/')}/{path}"
-        try:
-            response = self.client.get(url, headers=dict(self.headers))
-        except httpx.HTTPError as error:
-            raise VerifyError(f"{url}: {error}", path=path) from error
-        if response.status_code == 404:
+        url = f"{self.prefix}/{path}"
+        for attempt in (1, 2):
+            kept: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+            fresh = kept is None
+            connection = self._connect() if kept is None else kept
+            self._local.connection = connection
+            try:
+                connection.request("GET", self._target(path), headers=self.headers)
+                response = connection.getresponse()
+                body = response.read()
+                break
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                self._local.connection = None
+                # A kept-alive connection the server has since closed fails on first use:
+                # retry once on a new one (GET is idempotent). A fresh one failing is final.
+                if fresh or attempt == 2:
+                    raise VerifyError(f"{url}: {error}", path=path) from error
+        if response.will_close:
+            connection.close()
+            self._local.connection = None
+        if response.status == 404:
             return None
-        if response.status_code != 200:
-            raise VerifyError(f"{url}: HTTP {response.status_code}", path=path)
-        return response.content
+        if response.status in (401, 403):
+            raise ReadRefused(response.status, url, path)
+        if response.status != 200:
+            raise VerifyError(f"{url}: HTTP {response.status}", path=path)
+        return body
+
+
+def _proxy_for(scheme: str, netloc: str) -> tuple[str, int] | None:
+    """The proxy (host, port) the environment names for this URL, or None."""
+    if urllib.request.proxy_bypass(netloc):
+        return None
+    proxy = urllib.request.getproxies().get(scheme)
+    if not proxy:
+        return None
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if parts.scheme != "http" or not parts.hostname:
+        raise VerifyError(f"unsupported {scheme}_proxy {proxy!r}: only http:// proxies")
+    return parts.hostname, parts.port or 80
 
 
 @dataclass(frozen=True)
@@ -423,6 +527,7 @@ def verify_log(
     checkpoint_text: bytes | None = None,
     previous: VerifiedState | None = None,
     allow_older: bool = False,
+    leaf_tiles: bool = True,
     progress: Progress | None = None,
 ) -> VerifiedLog:
     """Verify the whole log against `vkey`; raise `VerifyError` at the first problem.
@@ -430,7 +535,9 @@ def verify_log(
     `checkpoint_text` verifies a given checkpoint instead of the source's current one.
     `previous` is the state from the last successful run (see `load_state`). A checkpoint
     smaller than `previous` is a rollback, unless `allow_older` (an archived checkpoint that
-    the caller chose to check): then it is checked against what the state remembers."""
+    the caller chose to check): then it is checked against what the state remembers.
+    `leaf_tiles=False` reads the level-0 hash tiles only when the entries fail (step 3 of
+    the module docstring)."""
     try:
         verifier: Ed25519Verifier = parse_verifier_key(vkey)
     except NoteError as error:
@@ -460,16 +567,25 @@ def verify_log(
             )
 
     found = _gather_entries(source, size, progress)
-    mismatch, tile_problems = _compare_level0(source, found.hashes, size)
+    levels: list[list[bytes]] = [[]]
+    computed_root = b""
+    if found.first_bad is None:
+        levels = complete_levels(found.hashes) if size else [[]]
+        computed_root = root_from_levels(levels, size)
+    matches = found.first_bad is None and computed_root == checkpoint.root_hash
+    mismatch: _Mismatch | None = None
+    tile_problems: list[str] = []
+    if leaf_tiles or not matches:
+        # The level-0 tiles are the log's own record of every leaf hash: where they first
+        # differ from the entries is where history was changed.
+        mismatch, tile_problems = _compare_level0(source, found.hashes, size)
     if found.first_bad is not None:
         # Entries are missing or unreadable: an earlier divergence is still the first bad one.
         if mismatch is not None and mismatch.entry < found.first_bad:
             raise _entry_mismatch_error(mismatch)
         raise VerifyError(found.problem, entry=found.first_bad, path=found.path)
 
-    levels = complete_levels(found.hashes) if size else [[]]
-    computed_root = root_from_levels(levels, size)
-    if computed_root != checkpoint.root_hash:
+    if not matches:
         # The signed root vouches for neither the entries nor the tiles. Where they disagree
         # is where history was changed; if they agree, both were rewritten consistently.
         if mismatch is not None:

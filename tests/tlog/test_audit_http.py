@@ -22,7 +22,8 @@ from porchlight.cli import main
 from porchlight.tlog.checkpoint import add_signatures, verified_cosignatures
 from porchlight.tlog.note import CosignatureVerifier, Note, parse_note, parse_signature_line
 from porchlight.tlog.note import parse_verifier_key as parse_vkey
-from tests.tlog.logs import build_log, entry, sign, signer, write_tiles
+from porchlight.tlog.verify import HttpSource
+from tests.tlog.logs import build_log, entry, sign, signer, write_bundles_only, write_tiles
 
 TOKEN = "auditor-token-123"
 SIZE = 700
@@ -149,6 +150,78 @@ def test_verify_over_http(
     err = capsys.readouterr().err
     assert "inconsistent with the checkpoint verified before" in err
     assert f"first differing entry is {SIZE - 1}" in err
+
+
+def _tile_requests(server: LogServer, level: str) -> list[str]:
+    return [path for path, _ in server.requests if path.startswith(f"/log/tile/{level}/")]
+
+
+def test_verify_over_http_reads_level0_tiles_only_to_name_a_bad_entry(
+    server: LogServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["audit", "verify", "--server", server.url, "--key", VKEY, "--token", TOKEN]
+    assert main([*args, "--state", str(tmp_path / "a.json")]) == 0
+    # The bundles and the upper tile are checked; the level-0 tiles are not needed.
+    assert len(_tile_requests(server, "entries")) == 3
+    assert _tile_requests(server, "1") == ["/log/tile/1/000.p/2"]
+    assert _tile_requests(server, "0") == []
+    # --all-tiles compares every level-0 tile too, and names a corrupt one.
+    tile = server.directory / "tile/0/001"
+    original = tile.read_bytes()
+    changed = bytearray(original)
+    changed[32 * 7 + 3] ^= 0x10
+    tile.write_bytes(bytes(changed))
+    assert main([*args, "--state", str(tmp_path / "b.json"), "--all-tiles"]) != 0
+    err = capsys.readouterr().err
+    assert "tile tile/0/001 is corrupt: its hash for entry 263 does not match" in err
+    assert len(_tile_requests(server, "0")) == 3
+    # Without it the entries, which the signed root vouches for, are what is verified.
+    assert main([*args, "--state", str(tmp_path / "c.json")]) == 0
+    tile.write_bytes(original)
+    # An edited entry: the root no longer matches, so the level-0 tiles are read to name it.
+    server.requests.clear()
+    entries = [entry(i) for i in range(SIZE)]
+    entries[300] = entries[300].replace(b'"n": 300', b'"n": 301')
+    write_bundles_only(server.directory, entries)
+    assert main([*args, "--state", str(tmp_path / "d.json")]) != 0
+    assert "entry 300 does not match the log's tree" in capsys.readouterr().err
+    assert "/log/tile/0/001" in _tile_requests(server, "0")
+    assert not (tmp_path / "d.json").exists()
+
+
+def test_http_source_reconnects_when_a_kept_alive_connection_was_closed(
+    tmp_path: Path,
+) -> None:
+    # An HTTP/1.1 server that closes every connection after one response without saying so
+    # (as a keep-alive timeout does): each read after the first finds its connection dead.
+    served: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            served.append(self.path)
+            body = b"tile bytes"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+
+    httpd = _Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        source = HttpSource(f"http://127.0.0.1:{httpd.server_address[1]}/log", parallel_reads=1)
+        assert [source.read(f"tile/0/00{i}") for i in range(3)] == [b"tile bytes"] * 3
+        source.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert served == ["/log/tile/0/000", "/log/tile/0/001", "/log/tile/0/002"]
 
 
 def test_verify_without_an_auditor_token_is_a_clean_error(

@@ -372,3 +372,36 @@ def test_a_different_log_key_never_signs_this_log(community: Community, tmp_path
             checkpoints.publish_checkpoint(session, other)
         session.rollback()
     assert community.counts() == before
+
+
+def test_tiles_and_bundles_are_read_afresh_and_without_the_write_lock(
+    community: Community,
+) -> None:
+    """Nothing is cached: an edit of the tables is what the next read serves. And a hash tile
+    is read outside any transaction, so a writer holding the database (on SQLite, its write
+    lock) does not stop it."""
+    client = community.client
+    auditor = community.auth(community.person(Role.auditor))
+    with community.session() as session:
+        fill(session, SIZE - 2)
+    before = client.get("/log/tile/entries/001", headers=auditor).content
+    tile_before = client.get("/log/tile/0/001").content
+    with community.session() as session:
+        row = session.get(LogEntry, 300)
+        assert row is not None
+        row.entry = row.entry.replace(b"{", b"{ ", 1)
+        node = session.get(LogTreeNode, (0, 300))
+        assert node is not None
+        node.hash = bytes(32)
+    after = client.get("/log/tile/entries/001", headers=auditor).content
+    assert after != before and len(after) == len(before) + 1
+    tile_after = client.get("/log/tile/0/001").content
+    assert tile_after[44 * 32 : 45 * 32] == bytes(32)
+    assert tile_after[: 44 * 32] == tile_before[: 44 * 32]
+    with community.session() as writer:
+        writer.execute(select(LogEntry.index).limit(1)).all()  # begins (SQLite: IMMEDIATE)
+        writer.add(LogTreeNode(level=30, index=0, hash=bytes(32)))
+        writer.flush()
+        assert client.get("/log/tile/0/000").status_code == 200
+        assert client.get("/log/tile/1/000.p/2").status_code == 200
+        writer.rollback()
