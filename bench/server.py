@@ -362,6 +362,47 @@ def device_call(
     return httpx.request(method, base + path, content=body, headers=headers, timeout=60)
 
 
+def _connection(base: str) -> Any:
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base)
+    return http.client.HTTPConnection(url.hostname, url.port, timeout=600, blocksize=MIB)
+
+
+def lean_put(base: str, path: str, headers: dict[str, str], source: Path) -> tuple[int, bytes]:
+    """PUT a file in 1 MiB blocks with the standard library's HTTP client.
+
+    The load generator shares the machine's two cores with the server: httpx's work per chunk
+    would be taken from the server, so the transfer is timed with the leanest client loop.
+    """
+    connection = _connection(base)
+    try:
+        with source.open("rb") as body:
+            connection.request("PUT", path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def lean_get(base: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
+    """GET a body into one reused 1 MiB buffer; returns (bytes, hex SHA-256)."""
+    connection = _connection(base)
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        digest, count = hashlib.sha256(), 0
+        buffer = memoryview(bytearray(MIB))
+        while received := response.readinto(buffer):
+            digest.update(buffer[:received])
+            count += received
+        return count, digest.hexdigest()
+    finally:
+        connection.close()
+
+
 def transfer(
     base: str,
     pid: int,
@@ -408,11 +449,6 @@ def transfer(
     runs: list[tuple[float, float, float, float]] = []
     baseline = rss_kib(pid) / 1024
 
-    def chunks() -> Iterator[bytes]:
-        with sealed.open("rb") as handle:
-            while block := handle.read(MIB):
-                yield block
-
     for run in range(repeat):
         clip_id = f"bench-clip-{run}"
         manifest = ClipManifest(
@@ -434,26 +470,18 @@ def transfer(
         os.sync()
         with RssSampler(pid) as up_rss:
             started = time.perf_counter()
-            response = httpx.put(base + path, content=chunks(), headers=headers, timeout=600)
+            status, answer = lean_put(base, path, headers, sealed)
             upload_s = time.perf_counter() - started
-        assert response.status_code == 201, response.text
+        assert status == 201, answer
         shared = httpx.get(f"{base}/api/requests/{request_id}/shared", headers=requester).json()
         (item,) = [x for x in shared if x["manifest"]["clip_id"] == clip_id]
-        received = hashlib.sha256()
-        count = 0
         with RssSampler(pid) as down_rss:
             started = time.perf_counter()
-            with httpx.stream(
-                "GET",
-                f"{base}/api/requests/{request_id}/shared/{item['shared_clip_id']}",
-                headers=requester,
-                timeout=600,
-            ) as stream:
-                for block in stream.iter_raw(MIB):
-                    received.update(block)
-                    count += len(block)
+            count, received = lean_get(
+                base, f"/api/requests/{request_id}/shared/{item['shared_clip_id']}", requester
+            )
             download_s = time.perf_counter() - started
-        assert count == size and received.hexdigest() == digest.hexdigest()
+        assert count == size and received == digest.hexdigest()
         runs.append((upload_s, download_s, up_rss.growth_mib, down_rss.growth_mib))
         print(
             f"transfer {run + 1}/{repeat}: up {upload_s:.2f} s, down {download_s:.2f} s",

@@ -6,6 +6,7 @@ most a temporary file that no read ever returns.
 """
 
 from app.clipstore.local import LocalClipStore
+from app.clipstore.read_ahead import ReadAhead
 from app.clipstore.store import BlobConflict, BlobTooLarge, BlobWriter, ClipStore, StoredBlob
 from app.clipstore.write_behind import WriteBehind
 
@@ -15,6 +16,7 @@ __all__ = [
     "BlobWriter",
     "ClipStore",
     "LocalClipStore",
+    "ReadAhead",
     "StoredBlob",
     "WriteBehind",
 ]

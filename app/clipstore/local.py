@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from app.clipstore import allocator
 from app.clipstore.store import (
     BlobConflict,
     BlobTooLarge,
@@ -148,6 +149,8 @@ class _LocalWriter(BlobWriter):
 
 class LocalClipStore(ClipStore):
     def __init__(self, root: Path) -> None:
+        # Built once, when the server starts; the process streams clips from then on.
+        allocator.keep_stream_buffers()
         self.blob_dir = root / "blobs"
         self.temp_dir = root / "tmp"
         self.blob_dir.mkdir(parents=True, exist_ok=True)

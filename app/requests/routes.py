@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import BackgroundTasks, Depends, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from app.accounts.models import User
-from app.clipstore import ClipStore
+from app.clipstore import ClipStore, ReadAhead
 from app.deps import NowDep, SessionDep, make_router, require
 from app.requests import asks, schemas, service, uploads
 from app.requests.service import request_out, summary
@@ -19,6 +21,21 @@ Requester = Annotated[User, Depends(require("request:submit"))]
 Reviewer = Annotated[User, Depends(require("request:review"))]
 Resident = Annotated[User, Depends(require("ask:answer"))]
 Reader = Annotated[User, Depends(require("request:read"))]
+
+
+class ClipResponse(StreamingResponse):
+    """A stored clip, read on its own thread ahead of the sending; the reader stops however
+    the response ends (sent, client gone, server stopping)."""
+
+    def __init__(self, reader: ReadAhead, headers: Mapping[str, str]) -> None:
+        super().__init__(reader.chunks(), media_type="application/octet-stream", headers=headers)
+        self.reader = reader
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.reader.close()
 
 
 def clip_store(request: Request) -> ClipStore:
@@ -78,14 +95,13 @@ def download_shared(
     session: SessionDep,
     store: ClipStoreDep,
     now: NowDep,
-) -> StreamingResponse:
+) -> ClipResponse:
     """The age file, streamed (a logged read); the first download ends revocability."""
     clip = uploads.open_download(session, user, request_id, shared_clip_id, now)
     # Opened now, before the transaction commits: a purge after this cannot cut it short.
     chunks = store.read(clip.blob_key)
-    return StreamingResponse(
-        chunks,
-        media_type="application/octet-stream",
+    return ClipResponse(
+        ReadAhead(chunks),
         headers={
             "Content-Length": str(clip.size),
             "Content-Disposition": f'attachment; filename="{clip.id}.age"',
