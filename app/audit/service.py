@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import cast
+from typing import NamedTuple, cast
 
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
@@ -25,6 +25,16 @@ from app.audit.entry import JSONValue, encode_entry, leaf_hash
 from app.audit.models import LogEntry, LogHead, PendingEntry
 from app.db import utcnow
 from app.log import checkpoints
+
+
+class Sequenced(NamedTuple):
+    """What `append` made: the entry's place in line for integration (not yet its index)."""
+
+    seq: int
+    action: str
+    subject: str
+    leaf_hash: bytes
+
 
 _PENDING = cast(Table, PendingEntry.__table__)
 _INSERT_PENDING = insert(_PENDING).returning(_PENDING.c.seq)
@@ -38,13 +48,11 @@ def append(
     details: dict[str, JSONValue] | None = None,
     *,
     now: datetime | None = None,
-) -> int:
-    """Append one entry (actor "user:3", action "invite:create", subject "invite:5").
-
-    Returns its `seq` (its position in line for integration, not its index).
-    """
+) -> Sequenced:
+    """Append one entry (actor "user:3", action "invite:create", subject "invite:5")."""
     moment = now or utcnow()
     entry_bytes = encode_entry(moment, actor, action, subject, details or {})
+    hashed = leaf_hash(entry_bytes)
     # The caller's own changes first, as an ORM add would; then one plain INSERT, built once
     # (an ORM add and flush would cost several times the CPU of the rest of an append).
     session.flush()
@@ -56,12 +64,12 @@ def append(
             "action": action,
             "subject": subject,
             "entry": entry_bytes,
-            "leaf_hash": leaf_hash(entry_bytes),
+            "leaf_hash": hashed,
         },
     )
     checkpoints.mark_pending(session, action)
     assert seq is not None
-    return int(seq)
+    return Sequenced(int(seq), action, subject, hashed)
 
 
 def append_many(

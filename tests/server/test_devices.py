@@ -21,6 +21,7 @@ from porchlight.cli import CommandError
 from porchlight.client import PorchlightClient, raw_public_key, sign_device_call
 from tests.server.factories import Clock, Community
 from tests.server.live import live_server
+from tests.server.log.helpers import integrate_log
 
 
 def test_enrolment_code_is_single_use(community: Community, client: TestClient) -> None:
@@ -112,6 +113,7 @@ def test_location_is_coarse_and_private(community: Community, client: TestClient
         assert stored is not None
         assert (stored.lat_milli, stored.lon_milli) == (51501, round(-141.89 / 2) * 2)
     # Not on the log, not visible to admins, not settable by another resident.
+    integrate_log(community.app)
     with community.session() as session:
         from app.audit.models import LogEntry
 

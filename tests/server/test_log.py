@@ -91,7 +91,7 @@ def test_append_numbers_without_gaps_and_rollback_leaves_none(community: Communi
     assert integrate_log(community.app) == 3
     rows = _entries(community)
     # Indexes in sequencing order; the rolled-back entry left neither an entry nor a gap.
-    assert [row.seq for row in rows] == [first, second, third]
+    assert [row.seq for row in rows] == [first.seq, second.seq, third.seq]
     assert [row.index for row in rows] == [0, 1, 2]
     for row in rows:
         assert row.leaf_hash == hashlib.sha256(b"\x00" + row.entry).digest()

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from app.accounts import service as accounts
 from app.accounts.passwords import make_hasher
+from app.audit import service as audit
 from app.audit.models import LogEntry
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.log.models import LogCheckpoint, LogTreeNode
@@ -115,9 +116,11 @@ def test_two_processes_one_tree_all_checkpoints_consistent(
         )
         assert verified.returncode == 0, verified.stderr
 
+    # Both servers integrated at shutdown; nothing may be left pending.
     engine = make_engine(database_url)
     try:
         with make_sessionmaker(engine)() as session:
+            assert audit.pending(session) == 0
             rows = session.execute(
                 select(LogEntry.index, LogEntry.leaf_hash, LogEntry.action).order_by(LogEntry.index)
             ).all()
