@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, hpke, serialization
+from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -93,34 +93,6 @@ def _check_body(stanza: Stanza) -> None:
 # --- X25519 ---------------------------------------------------------------------------------
 
 
-# X25519 keys are loaded from their RFC 8410 DER encodings (a fixed prefix, then the 32
-# raw bytes) rather than with `generate`, `from_private_bytes` or `from_public_bytes`:
-# those import cryptography's whole OpenSSL backend module on first use (RSA, EC and
-# more), ~17 ms of CPU that every `porchlight encrypt` and `decrypt` paid before its
-# first byte. A fresh private key is 32 random bytes (RFC 7748, section 5), as
-# `generate` makes it.
-_X25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b656e04220420")
-_X25519_SPKI_PREFIX = bytes.fromhex("302a300506032b656e032100")
-
-
-def _x25519_private(raw: bytes) -> x25519.X25519PrivateKey:
-    if len(raw) != 32:
-        raise MalformedError("an X25519 private key is 32 bytes")
-    key = serialization.load_der_private_key(_X25519_PKCS8_PREFIX + raw, password=None)
-    if not isinstance(key, x25519.X25519PrivateKey):  # cannot happen: the prefix says X25519
-        raise TypeError("not an X25519 private key")
-    return key
-
-
-def _x25519_public(raw: bytes) -> x25519.X25519PublicKey:
-    if len(raw) != 32:
-        raise MalformedError("an X25519 public key is 32 bytes")
-    key = serialization.load_der_public_key(_X25519_SPKI_PREFIX + raw)
-    if not isinstance(key, x25519.X25519PublicKey):  # cannot happen: the prefix says X25519
-        raise TypeError("not an X25519 public key")
-    return key
-
-
 class X25519Recipient(Recipient):
     def __init__(self, public_key: bytes) -> None:
         if len(public_key) != 32:
@@ -140,9 +112,9 @@ class X25519Recipient(Recipient):
         return hash(self.public_bytes)
 
     def wrap(self, file_key: bytes) -> list[Stanza]:
-        ephemeral = _x25519_private(os.urandom(32))
+        ephemeral = x25519.X25519PrivateKey.generate()
         share = ephemeral.public_key().public_bytes_raw()
-        shared = ephemeral.exchange(_x25519_public(self.public_bytes))
+        shared = ephemeral.exchange(x25519.X25519PublicKey.from_public_bytes(self.public_bytes))
         key = _hkdf(shared, share + self.public_bytes, X25519_LABEL)
         body = ChaCha20Poly1305(key).encrypt(_ZERO_NONCE, file_key, None)
         return [Stanza("X25519", (b64_encode(share).decode(),), body)]
@@ -153,7 +125,7 @@ class X25519Identity(Identity):
         if len(secret) != 32:
             raise MalformedError("an X25519 identity is 32 bytes")
         self._secret = secret
-        self._key = _x25519_private(secret)
+        self._key = x25519.X25519PrivateKey.from_private_bytes(secret)
         self._public = self._key.public_key().public_bytes_raw()
 
     def __str__(self) -> str:
@@ -176,7 +148,7 @@ class X25519Identity(Identity):
                 raise MalformedError("an X25519 stanza's ephemeral share is not 32 bytes")
             _check_body(stanza)
             try:
-                shared = self._key.exchange(_x25519_public(share))
+                shared = self._key.exchange(x25519.X25519PublicKey.from_public_bytes(share))
             except ValueError as error:
                 # cryptography refuses the all-zero shared secret of low-order points.
                 raise MalformedError("an X25519 stanza uses a low-order point") from error
