@@ -9,7 +9,6 @@ the terminal; they are never accepted as an argument, where `ps` would show them
 from __future__ import annotations
 
 import argparse
-import getpass
 import io
 import os
 import sys
@@ -215,6 +214,8 @@ def _passphrase(args: argparse.Namespace, prompt: str, confirm: bool = False) ->
             "a passphrase is needed but there is no terminal to ask on",
             hint="give --passphrase-file F",
         ) from None
+    import getpass  # only when prompting: not worth its import time on every command
+
     value = getpass.getpass(prompt)
     if not value:
         raise CommandError("the passphrase is empty")

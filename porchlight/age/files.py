@@ -15,11 +15,10 @@ whose plaintext is the identity file text; `age -d` opens it too.
 
 from __future__ import annotations
 
-import datetime
+import errno
 import io
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -77,15 +76,27 @@ StrPath: TypeAlias = "str | os.PathLike[str]"
 _COPY_SIZE = 1024 * 1024
 
 
+def _create_temporary(target: Path) -> tuple[int, Path]:
+    """Create a new, empty file (mode 0600) with an unguessable name beside target.
+
+    `tempfile.mkstemp` does the same; importing tempfile (with shutil, bz2 and lzma) cost
+    every command a few ms of start-up.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        temporary = target.with_name(f".{target.name}.{os.urandom(6).hex()}.partial")
+        try:
+            return os.open(temporary, flags, 0o600), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(target.parent))
+
+
 @contextmanager
 def atomic_output(path: StrPath, *, durable: bool = False) -> Iterator[BinaryIO]:
     """A file that appears at path only if the block finishes without an exception."""
     target = Path(path)
-    fd, temporary = tempfile.mkstemp(
-        dir=target.parent if str(target.parent) else ".",
-        prefix=f".{target.name}.",
-        suffix=".partial",
-    )
+    fd, temporary = _create_temporary(target)
     try:
         with os.fdopen(fd, "wb", buffering=0) as handle:
             yield handle
@@ -227,6 +238,8 @@ def rewrap_file(
 
 
 def identity_file_text(identity: X25519Identity | HybridIdentity) -> str:
+    import datetime  # only here: not worth its import time on every command
+
     created = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
     return f"# created: {created}\n# public key: {identity.recipient()}\n{identity}\n"
 

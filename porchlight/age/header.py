@@ -14,13 +14,11 @@ HKDF-SHA-256(ikm=file key, salt="", info="header").
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
-from hashlib import sha256
 from typing import BinaryIO
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import constant_time, hashes, hmac
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from porchlight.age.encoding import b64_decode, b64_encode
@@ -63,7 +61,7 @@ class Header:
 
     def verify_mac(self, file_key: bytes) -> None:
         expected = header_mac(file_key, self.mac_input)
-        if not hmac.compare_digest(expected, self.mac):
+        if not constant_time.bytes_eq(expected, self.mac):
             raise AuthenticationError(
                 "the header MAC does not match: the file header was altered or corrupted"
             )
@@ -74,7 +72,11 @@ def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
 
 
 def header_mac(file_key: bytes, mac_input: bytes) -> bytes:
-    return hmac.new(_hkdf(file_key, b"", b"header"), mac_input, sha256).digest()
+    # cryptography's HMAC, not the standard library's: `hmac` and `hashlib` load OpenSSL's
+    # hash bindings a second time, a few ms of every command's start-up.
+    mac = hmac.HMAC(_hkdf(file_key, b"", b"header"), hashes.SHA256())
+    mac.update(mac_input)
+    return mac.finalize()
 
 
 def encode_header(stanzas: Sequence[Stanza], file_key: bytes) -> bytes:

@@ -14,7 +14,6 @@ MalformedError for stanzas addressed to their type that break the spec's MUSTs.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from abc import ABC, abstractmethod
@@ -203,7 +202,9 @@ class HybridIdentity(Identity):
         if len(seed) != 32:
             raise MalformedError("an mlkem768x25519 identity is 32 bytes")
         self._seed = seed
-        expanded = hashlib.shake_256(seed).digest(96)
+        shake = hashes.Hash(hashes.SHAKE256(digest_size=96))
+        shake.update(seed)
+        expanded = shake.finalize()
         self._mlkem = mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:64])
         self._x25519 = x25519.X25519PrivateKey.from_private_bytes(expanded[64:])
         self._key = hpke.MLKEM768X25519PrivateKey(self._mlkem, self._x25519)
