@@ -12,7 +12,8 @@ first megabytes on instead of when the kernel's dirty thresholds are crossed, th
 has at most DIRTY_LIMIT bytes left to write, and a 1 GiB upload neither fills the page cache nor
 outruns the disk (a writer that waits holds back the upload, which holds back the sender). Where
 sync_file_range is missing (not Linux), POSIX_FADV_DONTNEED starts the write-back instead,
-without the waiting.
+without the waiting. The SHA-256 of the blob is computed on a thread of its own, beside the
+writes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import hashlib
 import os
 import secrets
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from app.clipstore.store import (
 
 WRITEBACK_STEP = 8 * 1024 * 1024
 DIRTY_LIMIT = 64 * 1024 * 1024
+HASH_AHEAD = 16 * 1024 * 1024
 
 # <linux/fs.h>: the flags of sync_file_range(2).
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
@@ -89,12 +93,72 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _Sha256Behind:
+    """SHA-256 computed on a thread of its own, so hashing a chunk overlaps writing the next:
+    the two are the largest costs of an upload, and hashlib releases the GIL on large
+    buffers. The thread starts with the first chunk and keeps at most HASH_AHEAD bytes."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._chunks: deque[bytes | None] = deque()
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+        self._result: str | None = None
+
+    def update(self, chunk: bytes) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="clip-hash", daemon=True)
+                self._thread.start()
+            while self._pending > HASH_AHEAD:
+                self._changed.wait()
+            self._chunks.append(chunk)
+            self._pending += len(chunk)
+            self._changed.notify_all()
+
+    def hexdigest(self) -> str:
+        if self._result is None:
+            self._stop()
+            self._result = self._digest.hexdigest()
+        return self._result
+
+    def discard(self) -> None:
+        with self._lock:
+            self._chunks.clear()
+            self._pending = 0
+        self._stop()
+
+    def _stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is None:
+                return
+            self._chunks.append(None)
+            self._changed.notify_all()
+        thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._chunks:
+                    self._changed.wait()
+                chunk = self._chunks.popleft()
+            if chunk is None:
+                return
+            self._digest.update(chunk)
+            with self._lock:
+                self._pending -= len(chunk)
+                self._changed.notify_all()
+
+
 class _LocalWriter(BlobWriter):
     def __init__(self, store: LocalClipStore, key: str, max_size: int) -> None:
         self.key = key
         self.max_size = max_size
         self.size = 0
-        self._digest = hashlib.sha256()
+        self._digest = _Sha256Behind()
         self._temp = store.temp_dir / f"{key}.{secrets.token_hex(8)}.part"
         self._final = store.blob_dir / key
         self._store = store
@@ -142,6 +206,7 @@ class _LocalWriter(BlobWriter):
         if self._done:
             return
         self._done = True
+        self._digest.discard()
         if not self._file.closed:
             self._file.close()
         self._temp.unlink(missing_ok=True)
