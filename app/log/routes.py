@@ -90,7 +90,8 @@ def _parse_tile(path: str) -> Tile:
         raise NotFound(str(error)) from None
 
 
-def _engine(request: Request) -> Engine:
+async def _engine(request: Request) -> Engine:
+    # async: FastAPI runs a plain `def` dependency in the thread pool, a hop per request.
     return request.app.state.engine  # type: ignore[no-any-return]
 
 
@@ -109,10 +110,13 @@ def get_entry_bundle(
 ) -> Response:
     """An entry bundle (c2sp.org/tlog-tiles): every entry's bytes, so auditors only."""
     tile = _parse_tile(f"tile/entries/{path}")
-    # Signing in only read (the token and its user): end that transaction now, as it holds
-    # SQLite's write lock, rather than across the bundle read and the response.
-    session.commit()
-    return _tile_response(tree.entry_bundle(engine, tile), tile, public=False)
+    if engine.dialect.name == "sqlite":
+        # Signing in only read (the token and its user), but on SQLite that transaction holds
+        # the write lock: end it now and read the bundle outside it.
+        session.commit()
+        return _tile_response(tree.entry_bundle(engine, tile), tile, public=False)
+    # Elsewhere in the request's transaction, on the connection signing in already used.
+    return _tile_response(tree.entry_bundle(session.connection(), tile), tile, public=False)
 
 
 def get_tile(path: str, engine: EngineDep) -> Response:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, insert, or_, select, tuple_
+from sqlalchemy import Connection, Engine, and_, bindparam, insert, or_, select, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
@@ -220,14 +220,19 @@ def hash_tile(engine: Engine, tile: Tile) -> bytes | None:
     return b"".join([bytes(value) for _, value in rows if value is not None])
 
 
-def entry_bundle(engine: Engine, tile: Tile) -> bytes | None:
+def entry_bundle(source: Engine | Connection, tile: Tile) -> bytes | None:
     """A tlog-tiles entry bundle of the current log, or None if it has no such bundle (yet).
 
-    Served from the rows as they are, on every request (nothing cached): if the table was
-    edited, auditors see the edit.
+    Read on its own connection from the engine (see `_read_rows`), or in the transaction of
+    the given connection. Served from the rows as they are, on every request (nothing
+    cached): if the table was edited, auditors see the edit.
     """
     first = tile.index * TILE_WIDTH
-    rows = _read_rows(engine, _ENTRY_BUNDLE, {"first": first, "end": first + tile.width})
+    params = {"first": first, "end": first + tile.width}
+    if isinstance(source, Connection):
+        rows = list(source.execute(_ENTRY_BUNDLE, params).all())
+    else:
+        rows = _read_rows(source, _ENTRY_BUNDLE, params)
     if first + tile.width > rows[0][0]:
         return None
     return encode_bundle([bytes(entry) for _, entry in rows if entry is not None])
