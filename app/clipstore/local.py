@@ -7,10 +7,12 @@ blob instead of overwriting it, which makes uploads idempotent by clip id.
 
 While a large blob arrives, write-back of every WRITEBACK_STEP bytes is started at once
 (sync_file_range(2) with SYNC_FILE_RANGE_WRITE), and once more than DIRTY_LIMIT bytes are in
-flight the oldest step is waited for and dropped from the page cache: the disk works from the
-first megabytes on instead of when the kernel's dirty thresholds are crossed, the closing fsync
-has at most DIRTY_LIMIT bytes left to write, and a 1 GiB upload neither fills the page cache nor
-outruns the disk (a writer that waits holds back the upload, which holds back the sender). Where
+flight the oldest step is waited for: the disk works from the first megabytes on instead of when
+the kernel's dirty thresholds are crossed, the closing fsync has at most DIRTY_LIMIT bytes left
+to write, and a 1 GiB upload never holds more than that in dirty pages nor outruns the disk (a
+writer that waits holds back the upload, which holds back the sender). The written pages stay
+cached, clean (dropping them cost CPU and made a download soon after read the disk); the kernel
+reclaims such used-once pages first. Where
 sync_file_range is missing (not Linux), POSIX_FADV_DONTNEED starts the write-back instead,
 without the waiting. The SHA-256 of the blob is computed on a thread of its own, beside the
 writes.
@@ -41,7 +43,7 @@ from app.clipstore.store import (
 
 WRITEBACK_STEP = 8 * 1024 * 1024
 DIRTY_LIMIT = 64 * 1024 * 1024
-HASH_AHEAD = 16 * 1024 * 1024
+HASH_AHEAD = 8 * 1024 * 1024
 
 # <linux/fs.h>: the flags of sync_file_range(2).
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
@@ -71,10 +73,9 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 def _settle(fd: int, offset: int, length: int) -> None:
-    """Wait until the range is on disk, then drop it from the page cache."""
+    """Wait until the range is written to disk (durable only after the closing fsync)."""
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, length, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -165,7 +166,7 @@ class _LocalWriter(BlobWriter):
         self._file = self._temp.open("xb", buffering=0)
         self._done = False
         self._written_back = 0  # write-back started for [0, this)
-        self._settled = 0  # on disk and out of the page cache: [0, this)
+        self._settled = 0  # written to disk: [0, this)
 
     def write(self, chunk: bytes) -> None:
         if self.size + len(chunk) > self.max_size:

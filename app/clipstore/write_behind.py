@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.clipstore.store import BlobWriter
 
-MAX_PENDING = 16 * 1024 * 1024
+MAX_PENDING = 8 * 1024 * 1024
 
 
 class WriteBehind:
