@@ -346,7 +346,8 @@ def _read_tiles(
             data, path = _read_tile(source, tile)
             yield tile, data, path
         return
-    with ThreadPoolExecutor(max_workers=source.parallel_reads) as pool:
+    pool = ThreadPoolExecutor(max_workers=source.parallel_reads)
+    try:
         pending: deque[tuple[Tile, Future[tuple[bytes | None, str]]]] = deque()
         upcoming = iter(tiles)
         for tile in upcoming:
@@ -360,6 +361,10 @@ def _read_tiles(
                 pending.append((following, pool.submit(_read_tile, source, following)))
             data, path = future.result()
             yield tile, data, path
+    finally:
+        # A failed read, or a caller that stopped early (the first mismatch was found):
+        # reads not yet started are dropped rather than waited for.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass

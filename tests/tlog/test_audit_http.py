@@ -22,7 +22,7 @@ from porchlight.cli import main
 from porchlight.tlog.checkpoint import add_signatures, verified_cosignatures
 from porchlight.tlog.note import CosignatureVerifier, Note, parse_note, parse_signature_line
 from porchlight.tlog.note import parse_verifier_key as parse_vkey
-from porchlight.tlog.verify import HttpSource
+from porchlight.tlog.verify import HttpSource, VerifyError, verify_log
 from tests.tlog.logs import build_log, entry, sign, signer, write_bundles_only, write_tiles
 
 TOKEN = "auditor-token-123"
@@ -222,6 +222,42 @@ def test_http_source_reconnects_when_a_kept_alive_connection_was_closed(
         httpd.shutdown()
         httpd.server_close()
     assert served == ["/log/tile/0/000", "/log/tile/0/001", "/log/tile/0/002"]
+
+
+def test_a_failed_read_stops_the_reads_not_yet_started(tmp_path: Path) -> None:
+    # 48 bundles; the first one fails: the verifier stops without fetching the rest.
+    directory = tmp_path / "big"
+    build_log(directory, [entry(i) for i in range(48 * 256)])
+    served: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            served.append(self.path)
+            target = directory / self.path.removeprefix("/log/")
+            status = 500 if self.path == "/log/tile/entries/000" else 200
+            body = target.read_bytes() if status == 200 else b"broken"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = _Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        source = HttpSource(f"http://127.0.0.1:{httpd.server_address[1]}/log", parallel_reads=2)
+        with pytest.raises(VerifyError, match="tile/entries/000: HTTP 500"):
+            verify_log(source, VKEY)
+        source.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    bundles = [path for path in served if path.startswith("/log/tile/entries/")]
+    assert "/log/tile/entries/000" in bundles
+    assert len(bundles) < 48
 
 
 def test_verify_without_an_auditor_token_is_a_clean_error(
