@@ -247,8 +247,9 @@ def check_call(
     signature_b64 = lowered.get(_SIGNATURE, "")
     if (
         scheme != "Device"
-        or not device_id.isdigit()
-        or not stamp.isdigit()
+        # isdecimal() alone admits other scripts' digits, which int() may refuse or misread.
+        or not (device_id.isascii() and device_id.isdecimal())
+        or not (stamp.isascii() and stamp.isdecimal())
         or not _NONCE.match(nonce)
     ):
         raise NotAuthenticated(_REFUSED)

@@ -90,7 +90,25 @@ def test_refused_polls_change_nothing(community: Community, client: TestClient) 
     unknown_device["X-Porchlight-Device"] = "999999"
     bad_nonce = community.device_headers(device, "GET", POLL, timestamp=_stamp(community))
     bad_nonce["X-Porchlight-Nonce"] = "not-hex"
-    for headers in (forged, wrong_credential, unknown_device, bad_nonce, {}):
+    # A Latin-1 superscript two is a "digit" to str.isdigit() but not to int().
+    odd_digit: dict[str, str | bytes] = {
+        **community.device_headers(device, "GET", POLL, timestamp=_stamp(community)),
+        "X-Porchlight-Device": b"\xb2",
+    }
+    odd_stamp: dict[str, str | bytes] = {
+        **community.device_headers(device, "GET", POLL, timestamp=_stamp(community)),
+        "X-Porchlight-Timestamp": b"\xb2",
+    }
+    cases: list[dict[str, str] | dict[str, str | bytes]] = [
+        forged,
+        wrong_credential,
+        unknown_device,
+        bad_nonce,
+        odd_digit,
+        odd_stamp,
+        {},
+    ]
+    for headers in cases:
         response = client.get(POLL, headers=headers)
         assert response.status_code == 401
         assert response.json()["message"] == "device call not authenticated"
