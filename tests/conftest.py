@@ -26,12 +26,16 @@ except ImportError as error:  # pragma: no cover
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run `sqlite_only` tests once: their subject does not depend on the database, so the
-    PostgreSQL copy is deselected rather than reported as a skip."""
+    PostgreSQL copy is deselected rather than reported as a skip. `postgresql_only` tests are
+    about a PostgreSQL setting: their SQLite copy is deselected the same way."""
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if item.get_closest_marker("sqlite_only") and params.get("backend", "sqlite") != "sqlite":
+        backend = params.get("backend", "sqlite")
+        if (item.get_closest_marker("sqlite_only") and backend != "sqlite") or (
+            item.get_closest_marker("postgresql_only") and backend == "sqlite"
+        ):
             dropped.append(item)
         else:
             keep.append(item)

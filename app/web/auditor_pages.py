@@ -13,6 +13,7 @@ from sqlalchemy import or_, select
 
 from app.accounts.models import User
 from app.agencies import service as agencies
+from app.audit import integrator
 from app.audit import service as audit
 from app.audit.models import LogEntry
 from app.deps import NowDep, PrincipalDep, SessionDep, require
@@ -49,7 +50,11 @@ def all_requests(
 
 
 def _timeline(session: SessionDep, request_id: int) -> list[reports.EntryView]:
-    """Every log entry about the request, its asks and its shared clips, in log order."""
+    """Every log entry about the request, its asks and its shared clips, in log order.
+
+    Pending entries are integrated first, so a change committed before the page is read is on
+    it (see app.audit.integrator)."""
+    integrator.catch_up(session)
     ask_ids = session.scalars(select(Ask.id).where(Ask.request_id == request_id)).all()
     clip_ids = (
         session.scalars(select(SharedClip.id).where(SharedClip.ask_id.in_(ask_ids))).all()

@@ -176,11 +176,11 @@ def test_first_delivery_is_logged_once(community: Community, client: TestClient)
     assert deliveries() == 1
 
 
+@pytest.mark.postgresql_only  # synchronous_commit is a PostgreSQL setting
 def test_only_a_poll_that_changes_nothing_skips_the_fsync_wait(
     community: Community, settings: Settings
 ) -> None:
-    if not settings.database_url.startswith("postgresql"):
-        pytest.skip("synchronous_commit is a PostgreSQL setting")
+    assert settings.database_url.startswith("postgresql")
     device = community.enrol_device(community.person(Role.resident))
 
     def call(durable: bool) -> str:
