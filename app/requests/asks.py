@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from pydantic import TypeAdapter
 from sqlalchemy import Select, Table, and_, bindparam, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from app.accounts.models import User
@@ -34,21 +35,12 @@ LIVE_REQUEST_STATES = ("open", "closed")
 def _ask_out(
     session: Session, ask: Ask, footage_request: FootageRequest, agency: Agency, officer: User
 ) -> schemas.DeviceAskOut:
-    # Only a consented ask can have clips: a pending one (every poll's case) needs no query.
-    uploaded = (
-        session.scalars(
-            select(SharedClip.clip_id)
-            .where(SharedClip.ask_id == ask.id, SharedClip.purged_at.is_(None))
-            .order_by(SharedClip.clip_id)
-        ).all()
-        if ask.state == "consented"
-        else []
-    )
-    receipt = json.loads(ask.receipt) if ask.receipt else {"clip_ids": []}
-    return schemas.DeviceAskOut(
+    return _device_ask_out(
+        session.connection(),
         ask_id=ask.id,
         state=ask.state,
         deadline=ask.deadline,
+        receipt=ask.receipt,
         request=schemas.AskRequest(
             id=footage_request.id,
             agency=agency.name,
@@ -61,8 +53,34 @@ def _ask_out(
             area=area_out(footage_request),
             state=footage_request.state,
         ),
-        agency_recipient=agency.recipient,
-        clip_ids=list(receipt["clip_ids"]),
+        recipient=agency.recipient,
+    )
+
+
+def _device_ask_out(
+    connection: Connection,
+    *,
+    ask_id: str,
+    state: str,
+    deadline: datetime,
+    receipt: str | None,
+    request: schemas.AskRequest,
+    recipient: str,
+) -> schemas.DeviceAskOut:
+    """One ask as a device sees it, whether read as ORM objects or as a Core row."""
+    # Only a consented ask can have clips: a pending one (every poll's case) needs no query.
+    uploaded = (
+        connection.execute(_UPLOADED, {"ask_id": ask_id}).scalars().all()
+        if state == "consented"
+        else []
+    )
+    return schemas.DeviceAskOut(
+        ask_id=ask_id,
+        state=state,
+        deadline=deadline,
+        request=request,
+        agency_recipient=recipient,
+        clip_ids=list(json.loads(receipt)["clip_ids"]) if receipt else [],
         uploaded_clip_ids=list(uploaded),
     )
 
@@ -175,46 +193,36 @@ def device_asks(session: Session, device_id: int, now: datetime) -> bytes:
                 {"request": row.request_id},
                 now=now,
             )
-    out = []
-    for row in rows:
-        # Only a consented ask can have clips: a pending one (every poll's case) needs no query.
-        uploaded = (
-            connection.execute(_UPLOADED, {"ask_id": row.id}).scalars().all()
-            if row.state == "consented"
-            else []
-        )
-        receipt = json.loads(row.receipt) if row.receipt else {"clip_ids": []}
-        out.append(
-            schemas.DeviceAskOut(
-                ask_id=row.id,
-                state=row.state,
-                deadline=row.deadline,
-                request=schemas.AskRequest(
-                    id=row.request_id,
-                    agency=row.agency,
-                    jurisdiction=row.jurisdiction,
-                    officer=row.officer,
-                    warrant=schemas.Warrant(
-                        court=row.warrant_court,
-                        docket_number=row.warrant_docket_number,
-                        judge=row.warrant_judge,
-                        issued_on=row.warrant_issued_on,
-                        expires_on=row.warrant_expires_on,
-                        document_sha256=row.warrant_document_sha256,
-                    ),
-                    offence=row.offence,
-                    window_start=row.window_start,
-                    window_end=row.window_end,
-                    area=schemas.Area(
-                        lat=row.area_lat, lon=row.area_lon, radius_m=row.area_radius_m
-                    ),
-                    state=row.request_state,
+    out = [
+        _device_ask_out(
+            connection,
+            ask_id=row.id,
+            state=row.state,
+            deadline=row.deadline,
+            receipt=row.receipt,
+            request=schemas.AskRequest(
+                id=row.request_id,
+                agency=row.agency,
+                jurisdiction=row.jurisdiction,
+                officer=row.officer,
+                warrant=schemas.Warrant(
+                    court=row.warrant_court,
+                    docket_number=row.warrant_docket_number,
+                    judge=row.warrant_judge,
+                    issued_on=row.warrant_issued_on,
+                    expires_on=row.warrant_expires_on,
+                    document_sha256=row.warrant_document_sha256,
                 ),
-                agency_recipient=row.recipient,
-                clip_ids=list(receipt["clip_ids"]),
-                uploaded_clip_ids=list(uploaded),
-            )
+                offence=row.offence,
+                window_start=row.window_start,
+                window_end=row.window_end,
+                area=schemas.Area(lat=row.area_lat, lon=row.area_lon, radius_m=row.area_radius_m),
+                state=row.request_state,
+            ),
+            recipient=row.recipient,
         )
+        for row in rows
+    ]
     return _DEVICE_ASKS_OUT.dump_json(out)
 
 
