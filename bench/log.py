@@ -70,6 +70,7 @@ from app.log.keys import load_or_create  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.permissions import Role  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from bench.serving import free_port, serving  # noqa: E402
 from porchlight.tlog.verify import HttpSource, verify_log  # noqa: E402
 
 ACTIONS = (
@@ -261,11 +262,7 @@ def timed(calls: int, call: Callable[[int], object], size: int) -> list[float]:
 
 @contextmanager
 def server(database_url: str, data_dir: Path, workers: int = 1) -> Iterator[str]:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PORCHLIGHT_")},
         "PORCHLIGHT_DATABASE_URL": database_url,
@@ -277,21 +274,8 @@ def server(database_url: str, data_dir: Path, workers: int = 1) -> Iterator[str]
         cwd=REPO, env=env,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("server did not start")
-            time.sleep(0.2)
+    with serving(process, url):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @contextmanager

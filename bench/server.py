@@ -68,6 +68,7 @@ from app.devices.models import Device  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.permissions import Role  # noqa: E402
 from bench import poll_load  # noqa: E402
+from bench.serving import free_port, serving  # noqa: E402
 from porchlight import consent  # noqa: E402
 from porchlight.age import encrypt_file, generate_identity, parse_recipient  # noqa: E402
 from porchlight.client import raw_public_key, sign_device_call  # noqa: E402
@@ -293,33 +294,8 @@ def server(url: str, data_dir: Path, workers: int) -> Iterator[tuple[str, int]]:
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.2)
+    with serving(process, base):
         yield base, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def poll_cpu(meter: CpuMeter, count: int) -> tuple[float, float]:
