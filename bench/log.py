@@ -62,7 +62,7 @@ from app.accounts import service as accounts  # noqa: E402
 from app.accounts.passwords import make_hasher  # noqa: E402
 from app.audit import integrator  # noqa: E402
 from app.audit import service as audit  # noqa: E402
-from app.audit.entry import encode_entry, leaf_hash  # noqa: E402
+from app.audit.entry import JSONValue  # noqa: E402
 from app.audit.models import LogEntry, LogHead  # noqa: E402
 from app.db import make_engine, make_sessionmaker  # noqa: E402
 from app.log import checkpoints, tree  # noqa: E402
@@ -94,17 +94,8 @@ def entry_row(index: int, start: datetime) -> dict[str, object]:
     action = ACTIONS[index % len(ACTIONS)]
     subject = f"request:{index // 9}"
     actor = f"user:{index % 977 + 1}"
-    details: dict[str, object] = {"ask": f"ask:{index // 3}", "clips": index % 5}
-    data = encode_entry(moment, actor, action, subject, details)  # type: ignore[arg-type]
-    return {
-        "index": index,
-        "created_at": moment,
-        "actor": actor,
-        "action": action,
-        "subject": subject,
-        "entry": data,
-        "leaf_hash": leaf_hash(data),
-    }
+    details: dict[str, JSONValue] = {"ask": f"ask:{index // 3}", "clips": index % 5}
+    return {"index": index, **audit.entry_row(moment, actor, action, subject, details)}
 
 
 def bulk_load(database_url: str, count: int) -> float:

@@ -40,6 +40,26 @@ _PENDING = cast(Table, PendingEntry.__table__)
 _INSERT_PENDING = insert(_PENDING).returning(_PENDING.c.seq)
 
 
+def entry_row(
+    moment: datetime,
+    actor: str,
+    action: str,
+    subject: str,
+    details: dict[str, JSONValue] | None = None,
+) -> dict[str, object]:
+    """The columns of one entry (encoded bytes and leaf hash included), as appends insert
+    them into `log_pending` and a bulk load, given an "index", into `log_entries`."""
+    data = encode_entry(moment, actor, action, subject, details or {})
+    return {
+        "created_at": moment,
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "entry": data,
+        "leaf_hash": leaf_hash(data),
+    }
+
+
 def append(
     session: Session,
     actor: str,
@@ -50,26 +70,14 @@ def append(
     now: datetime | None = None,
 ) -> Sequenced:
     """Append one entry (actor "user:3", action "invite:create", subject "invite:5")."""
-    moment = now or utcnow()
-    entry_bytes = encode_entry(moment, actor, action, subject, details or {})
-    hashed = leaf_hash(entry_bytes)
+    row = entry_row(now or utcnow(), actor, action, subject, details)
     # The caller's own changes first, as an ORM add would; then one plain INSERT, built once
     # (an ORM add and flush would cost several times the CPU of the rest of an append).
     session.flush()
-    seq = session.connection().scalar(
-        _INSERT_PENDING,
-        {
-            "created_at": moment,
-            "actor": actor,
-            "action": action,
-            "subject": subject,
-            "entry": entry_bytes,
-            "leaf_hash": hashed,
-        },
-    )
+    seq = session.connection().scalar(_INSERT_PENDING, row)
     checkpoints.mark_pending(session, action)
     assert seq is not None
-    return Sequenced(int(seq), action, subject, hashed)
+    return Sequenced(int(seq), action, subject, cast(bytes, row["leaf_hash"]))
 
 
 def append_many(
@@ -84,19 +92,7 @@ def append_many(
     events at once. Returns how many it appended.
     """
     moment = now or utcnow()
-    rows = []
-    for actor, action, subject, details in records:
-        data = encode_entry(moment, actor, action, subject, details or {})
-        rows.append(
-            {
-                "created_at": moment,
-                "actor": actor,
-                "action": action,
-                "subject": subject,
-                "entry": data,
-                "leaf_hash": leaf_hash(data),
-            }
-        )
+    rows = [entry_row(moment, *record) for record in records]
     if not rows:
         return 0
     session.flush()
