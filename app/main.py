@@ -141,6 +141,8 @@ def create_app(
     app.add_exception_handler(AppError, _render_app_error)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
     app.add_exception_handler(StarletteHTTPException, _render_http_error)
+    # Innermost: the log's busiest reads answered before routing (app/log/routes.py).
+    app.add_middleware(log_routes.LogReads)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app import tokens
@@ -319,11 +319,34 @@ def revoke_api_token(session: Session, user: User, token_id: int, now: datetime)
     return api_token
 
 
+# A token's owner, read with the token in one statement. Nothing about a token is cached:
+# every request reads it, so a revocation takes effect at the next request.
+_API_TOKEN_OWNER = (
+    select(User)
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
+)
+# For routes that read outside a session (app.log.routes): the role of a live token's
+# owner, no row when the token is unknown or revoked or its owner is disabled.
+LIVE_API_TOKEN_ROLE = (
+    select(User.role)
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .where(
+        ApiToken.token_hash == bindparam("token_hash"),
+        ApiToken.revoked_at.is_(None),
+        User.disabled_at.is_(None),
+    )
+)
+
+
+def api_token_params(secret: str) -> dict[str, str]:
+    """The parameters of `LIVE_API_TOKEN_ROLE` for a presented secret (it is stored hashed)."""
+    return {"token_hash": tokens.digest(secret)}
+
+
 def user_for_api_token(session: Session, secret: str) -> User | None:
-    api_token = session.scalar(select(ApiToken).where(ApiToken.token_hash == tokens.digest(secret)))
-    if api_token is None or api_token.revoked_at is not None:
-        return None
-    return session.get(User, api_token.user_id)
+    """The owner of an unrevoked API token (disabled or not: the caller decides), one query."""
+    return session.scalars(_API_TOKEN_OWNER, api_token_params(secret)).first()
 
 
 def require_active(user: User | None) -> User:

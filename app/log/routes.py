@@ -25,18 +25,25 @@ from __future__ import annotations
 import base64
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 from fastapi import Depends, Query, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.accounts import service as accounts
 from app.accounts.models import User
-from app.deps import NowDep, SessionDep, make_router, require
-from app.errors import InvalidInput, NotFound
+from app.deps import SESSION_COOKIE, NowDep, SessionDep, make_router, require
+from app.errors import AppError, InvalidInput, NotAuthenticated, NotFound, NotPermitted
 from app.log import auditors, checkpoints, reports, tree
 from app.log.keys import LogSigner
 from app.log.models import LogCheckpoint
+from app.permissions import has_permission
 from porchlight.tlog.tiles import TILE_WIDTH, Tile, TileError, parse_tile_path
 
 log_router = make_router(prefix="/log", tags=["log"])
@@ -73,14 +80,22 @@ def get_checkpoint(session: SessionDep) -> Response:
     return Response(text, media_type="text/plain; charset=utf-8", headers={"Cache-Control": _FRESH})
 
 
-def _tile_response(data: bytes | None, tile: Tile, public: bool) -> Response:
-    if data is None:
-        raise NotFound(f"the log has no {tile.path()} yet")
+def _cache_control(tile: Tile, public: bool) -> str:
     cache = _IMMUTABLE if tile.width == TILE_WIDTH else _PARTIAL
     if not public:
         # Entry bundles are for auditors only: no shared cache may keep a copy.
         cache = cache.replace("public", "private")
-    return Response(data, media_type="application/octet-stream", headers={"Cache-Control": cache})
+    return cache
+
+
+def _tile_response(data: bytes | None, tile: Tile, public: bool) -> Response:
+    if data is None:
+        raise NotFound(f"the log has no {tile.path()} yet")
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Cache-Control": _cache_control(tile, public)},
+    )
 
 
 def _parse_tile(path: str) -> Tile:
@@ -90,53 +105,163 @@ def _parse_tile(path: str) -> Tile:
         raise NotFound(str(error)) from None
 
 
-async def _engine(request: Request) -> Engine:
-    # async: FastAPI runs a plain `def` dependency in the thread pool, a hop per request.
-    return request.app.state.engine  # type: ignore[no-any-return]
+# Tiles, bundles and inclusion proofs are served on plain routes (not the transaction route of
+# every other endpoint) by async endpoints that do their reading in ONE worker-thread hop,
+# on one pooled connection outside any session (app.log.tree.RawReads): a full verification
+# reads thousands of bundles and tiles, and per request a session, its commit and close, and
+# a thread hop per sync dependency cost more than the reading (docs/benchmarks.md).
 
 
-# Tiles and bundles are read outside the request's session, each with one statement of its
-# own (app.log.tree.hash_tile explains why): a full verification reads every one of them.
-EngineDep = Annotated[Engine, Depends(_engine)]
+def _auditor_bundle(state: Any, authorization: str, cookie: str | None, tile: Tile) -> bytes | None:
+    """The bundle, if the caller may read the log's entries (401/403 otherwise).
+
+    The same checks and answers as `require("log:read")`: an API token is checked with one
+    statement on the connection the bundle is then read on (nothing about tokens is cached,
+    so a revoked token is refused at its next request); a web session cookie the usual way.
+    """
+    engine: Engine = state.engine
+    with tree.RawReads(engine) as reads:
+        if authorization:
+            scheme, _, secret = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not secret:
+                raise NotAuthenticated("Authorization must be 'Bearer <API token>'")
+            rows = reads.rows(
+                accounts.LIVE_API_TOKEN_ROLE, accounts.api_token_params(secret.strip())
+            )
+            if not rows:
+                raise NotAuthenticated("API token not recognised or revoked")
+            role: str = rows[0][0]
+        else:
+            role = _cookie_role(state, cookie)
+        if not has_permission(role, _READ_ENTRIES):
+            raise NotPermitted(f"your role may not do this ({_READ_ENTRIES})")
+        return tree.entry_bundle(reads, tile)
+
+
+def _cookie_role(state: Any, cookie: str | None) -> str:
+    if cookie:
+        session: Session
+        # Only reads; closing the session ends its transaction (on SQLite, the write lock).
+        with state.sessionmaker() as session:
+            web_session = accounts.session_for_token(session, cookie, state.clock())
+            user = session.get(User, web_session.user_id) if web_session is not None else None
+            if user is not None and user.disabled_at is None:
+                return user.role
+    raise NotAuthenticated("not signed in")
+
+
+_READ_ENTRIES = "log:read"
 
 
 # Declared before the hash-tile route so that `entries/...` never reaches the public one.
-@log_router.get("/tile/entries/{path:path}", response_class=Response)
-def get_entry_bundle(
-    _: Annotated[User, Depends(require("log:read"))],
-    path: str,
-    session: SessionDep,
-    engine: EngineDep,
-) -> Response:
+async def get_entry_bundle(request: Request, path: str) -> Response:
     """An entry bundle (c2sp.org/tlog-tiles): every entry's bytes, so auditors only."""
     tile = _parse_tile(f"tile/entries/{path}")
-    if engine.dialect.name == "sqlite":
-        # Signing in only read (the token and its user), but on SQLite that transaction holds
-        # the write lock: end it now and read the bundle outside it.
-        session.commit()
-        return _tile_response(tree.entry_bundle(engine, tile), tile, public=False)
-    # Elsewhere in the request's transaction, on the connection signing in already used.
-    return _tile_response(tree.entry_bundle(session.connection(), tile), tile, public=False)
+    data = await run_in_threadpool(
+        _auditor_bundle,
+        request.app.state,
+        request.headers.get("authorization", ""),
+        request.cookies.get(SESSION_COOKIE),
+        tile,
+    )
+    return _tile_response(data, tile, public=False)
 
 
-def get_tile(path: str, engine: EngineDep) -> Response:
+async def get_tile(request: Request, path: str) -> Response:
     """A hash tile (c2sp.org/tlog-tiles): hashes only, public."""
     tile = _parse_tile(f"tile/{path}")
     if tile.level is None:
         # Unreachable while the entries route is declared first; never serve bundles here.
         raise NotFound("entry bundles are served at /log/tile/entries/ to auditors only")
-    return _tile_response(tree.hash_tile(engine, tile), tile, public=True)
+    data = await run_in_threadpool(tree.hash_tile, request.app.state.engine, tile)
+    return _tile_response(data, tile, public=True)
 
 
-# A plain route, not the transaction route of every other endpoint: a hash tile is one
-# SELECT outside any session, so a request session would only cost its commit and close.
-log_router.add_api_route(
-    "/tile/{path:path}",
-    get_tile,
-    methods=["GET"],
-    response_class=Response,
-    route_class_override=APIRoute,
-)
+for _path, _endpoint in (
+    ("/tile/entries/{path:path}", get_entry_bundle),
+    ("/tile/{path:path}", get_tile),
+):
+    log_router.add_api_route(
+        _path, _endpoint, methods=["GET"], response_class=Response, route_class_override=APIRoute
+    )
+
+
+class LogReads:
+    """ASGI middleware: answers the log's busiest reads before FastAPI routing.
+
+    A full verification makes thousands of entry-bundle reads, and auditors' and devices'
+    inclusion proofs are frequent too; for each, FastAPI's routing through every route, its
+    request and dependency machinery cost more CPU than the database reads. This serves
+    `GET /log/tile/...` (hash tiles, and entry bundles presented with an API token) and
+    `GET /log/proof/inclusion?index=I[&size=S]` with the same functions, answers and headers
+    as the routes above, in one worker-thread hop. Only successes are answered here: any
+    other request, and any error (401, 403, 404, 422, a malformed path or query), goes on to
+    the routes, which answer it as always. The app's outer middlewares (security headers)
+    still wrap it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            answer: tuple[bytes, str, str | None] | None = None
+            if path.startswith("/log/tile/"):
+                answer = await self._tile(scope, path)
+            elif path == "/log/proof/inclusion":
+                answer = await self._inclusion(scope)
+            if answer is not None:
+                body, media_type, cache = answer
+                headers = [
+                    (b"content-length", str(len(body)).encode("ascii")),
+                    (b"content-type", media_type.encode("ascii")),
+                ]
+                if cache is not None:
+                    headers.insert(0, (b"cache-control", cache.encode("ascii")))
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+    async def _tile(self, scope: Scope, path: str) -> tuple[bytes, str, str | None] | None:
+        try:
+            tile = parse_tile_path(path[len("/log/") :])
+        except TileError:
+            return None
+        state = scope["app"].state
+        try:
+            if tile.level is None:
+                authorization = Headers(scope=scope).get("authorization", "")
+                if not authorization:
+                    return None  # no token (or a web session cookie): the route decides
+                data = await run_in_threadpool(_auditor_bundle, state, authorization, None, tile)
+            else:
+                data = await run_in_threadpool(tree.hash_tile, state.engine, tile)
+        except AppError:
+            return None
+        if data is None:
+            return None
+        return data, "application/octet-stream", _cache_control(tile, tile.level is not None)
+
+    async def _inclusion(self, scope: Scope) -> tuple[bytes, str, str | None] | None:
+        query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        if not query.keys() <= {"index", "size"} or any(len(v) != 1 for v in query.values()):
+            return None
+        numbers = {name: values[0] for name, values in query.items()}
+        if "index" not in numbers or not all(
+            v.isascii() and v.isdigit() and len(v) < 19 for v in numbers.values()
+        ):
+            return None
+        index = int(numbers["index"])
+        size = int(numbers["size"]) if "size" in numbers else None
+        if size == 0:
+            return None
+        try:
+            body = await run_in_threadpool(_inclusion_json, scope["app"].state.engine, index, size)
+        except AppError:
+            return None
+        return body, "application/json", None
 
 
 class InclusionProofOut(BaseModel):
@@ -163,24 +288,46 @@ def _size_or_latest(session: SessionDep, size: int | None) -> int:
     return size
 
 
-@log_router.get("/proof/inclusion", response_model=InclusionProofOut)
-def get_inclusion_proof(
-    session: SessionDep,
-    index: Annotated[int, Query(ge=0)],
-    size: Annotated[int | None, Query(ge=1)] = None,
-) -> InclusionProofOut:
-    """RFC 9162 2.1.3 inclusion proof of entry `index` in the tree of `size` entries."""
-    tree_size = _size_or_latest(session, size)
-    if index >= tree_size:
-        raise InvalidInput(f"entry {index} is not in a tree of size {tree_size}")
-    leaf, root, proof = tree.inclusion_with_root(session, index, tree_size)
-    return InclusionProofOut(
+def _inclusion_json(engine: Engine, index: int, size: int | None) -> bytes:
+    with tree.RawReads(engine) as reads:
+        published, committed = tree.published_and_committed(reads)
+        if size is None:
+            if published is None:
+                raise NotFound("no checkpoint has been published yet")
+            size = published
+        elif size > committed:
+            raise InvalidInput(f"the log has fewer than {size} entries")
+        if index >= size:
+            raise InvalidInput(f"entry {index} is not in a tree of size {size}")
+        leaf, root, proof = tree.inclusion_with_root(reads, index, size)
+    answer = InclusionProofOut(
         index=index,
-        size=tree_size,
+        size=size,
         leaf_hash=_b64(leaf),
         root_hash=_b64(root),
         proof=[_b64(node) for node in proof],
     )
+    return answer.model_dump_json().encode()
+
+
+async def get_inclusion_proof(
+    request: Request,
+    index: Annotated[int, Query(ge=0)],
+    size: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    """RFC 9162 2.1.3 inclusion proof of entry `index` in the tree of `size` entries."""
+    body = await run_in_threadpool(_inclusion_json, request.app.state.engine, index, size)
+    return Response(body, media_type="application/json")
+
+
+# A plain route like the tiles': the proof is read in one thread hop outside any session.
+log_router.add_api_route(
+    "/proof/inclusion",
+    get_inclusion_proof,
+    methods=["GET"],
+    response_model=InclusionProofOut,
+    route_class_override=APIRoute,
+)
 
 
 @log_router.get(

@@ -10,16 +10,28 @@ hash tiles and entry bundles, each from O(log n) rows or one contiguous range.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, insert, or_, select, tuple_
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    TextClause,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from app.audit.models import LogEntry, LogHead
-from app.log.models import LogTreeNode
+from app.log.models import LogCheckpoint, LogTreeNode
 from porchlight.tlog.merkle import (
     NodeReader,
     append_leaves,
@@ -39,29 +51,124 @@ class MissingNodes(LookupError):
     """Stored hashes the tree needs are absent: the database is damaged or was edited."""
 
 
-def node_reader(session: Session) -> NodeReader:
+# PostgreSQL: the wanted nodes as two arrays joined to the primary key. One statement text
+# whatever the nodes (compiled once; psycopg prepares it server-side after a few runs),
+# planned as a nested loop of primary-key lookups, where a row-value IN list of ~40 pairs
+# is planned afresh on every call.
+_NODES_POSTGRESQL = text(
+    "SELECT n.level, n.index, n.hash FROM log_tree_nodes AS n"
+    " JOIN unnest(CAST(:levels AS smallint[]), CAST(:indexes AS bigint[])) AS w(level, index)"
+    " ON n.level = w.level AND n.index = w.index"
+)
+
+
+def _nodes_query(
+    dialect: str, nodes: Sequence[tuple[int, int]]
+) -> tuple[TextClause | Select[int, int, bytes], dict[str, Any]]:
+    if dialect == "postgresql":
+        return _NODES_POSTGRESQL, {
+            "levels": [level for level, _ in nodes],
+            "indexes": [index for _, index in nodes],
+        }
+    # SQLite answers a row-value IN with a full table scan; an OR of
+    # (level = L AND index IN (...)) is one primary-key search per node.
+    by_level: dict[int, list[int]] = {}
+    for level, index in nodes:
+        by_level.setdefault(level, []).append(index)
+    condition = or_(
+        *(
+            and_(LogTreeNode.level == level, LogTreeNode.index.in_(indexes))
+            for level, indexes in by_level.items()
+        )
+    )
+    return select(LogTreeNode.level, LogTreeNode.index, LogTreeNode.hash).where(condition), {}
+
+
+class RawReads:
+    """Read-only SELECTs on one pooled DBAPI connection of its own, outside any session.
+
+    Why not a session: on SQLite every SQLAlchemy transaction begins IMMEDIATE (app.db), taking
+    the database's write lock, so concurrent tile reads would queue behind each other and
+    behind appends, each waiting in SQLite's sleeping busy handler. A SELECT in autocommit
+    mode is already a consistent snapshot and takes no write lock (WAL). On PostgreSQL too
+    each SELECT runs in autocommit mode, as its own snapshot: no BEGIN before it and no
+    ROLLBACK when the connection goes back to the pool (two round trips of the three a tile
+    read would otherwise make), and psycopg fetches results in binary. Module-level
+    statements are compiled once; use as a context manager (the connection goes back to the
+    pool as it came).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.dialect = engine.dialect
+        self._connection = engine.raw_connection()
+        self._autocommit = self.dialect.name == "postgresql"
+        self._binary = self.dialect.driver == "psycopg"
+        if self._autocommit:
+            self._connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+
+    def __enter__(self) -> RawReads:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        try:
+            if self._autocommit:
+                self._connection.dbapi_connection.autocommit = False  # type: ignore[union-attr]
+        finally:
+            self._connection.close()
+
+    def rows(
+        self, statement: ClauseElement, params: dict[str, Any], *, constant: bool = True
+    ) -> list[Any]:
+        """Run one SELECT. `constant`: the statement is a module-level object, compiled once
+        (a statement built per call is compiled with its values inlined, ints only)."""
+        if constant:
+            key = (self.dialect.name, id(statement))
+            if key not in _COMPILED:
+                fresh = statement.compile(dialect=self.dialect)
+                assert isinstance(fresh, SQLCompiler)
+                _COMPILED[key] = fresh
+            compiled = _COMPILED[key]
+            values = compiled.construct_params(params)
+            positions = compiled.positiontup
+            sql = compiled.string
+            arguments: Any = [values[name] for name in positions] if positions else values
+        else:
+            assert not params
+            sql = str(
+                statement.compile(dialect=self.dialect, compile_kwargs={"literal_binds": True})
+            )
+            arguments = ()
+        cursor = self._connection.cursor()
+        try:
+            if self._binary:
+                # Results in binary: bytea arrives as its bytes, where the text format would
+                # have the server hex-encode a 60 KB bundle and the driver decode it again.
+                cursor.execute(sql, arguments, binary=True)  # type: ignore[call-arg]
+            else:
+                cursor.execute(sql, arguments)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+
+_COMPILED: dict[tuple[str, int], SQLCompiler] = {}
+
+
+def node_reader(source: Session | RawReads) -> NodeReader:
     """A `porchlight.tlog.merkle.NodeReader` over the stored tree (one query per call)."""
+    dialect = (
+        source.dialect.name if isinstance(source, RawReads) else source.get_bind().dialect.name
+    )
 
     def read(nodes: Sequence[tuple[int, int]]) -> list[bytes]:
         if not nodes:
             return []
-        columns = (LogTreeNode.level, LogTreeNode.index, LogTreeNode.hash)
-        if session.get_bind().dialect.name == "sqlite":
-            # SQLite answers a row-value IN with a full table scan; an OR of
-            # (level = L AND index IN (...)) is one primary-key search per node.
-            by_level: dict[int, list[int]] = {}
-            for level, index in nodes:
-                by_level.setdefault(level, []).append(index)
-            condition = or_(
-                *(
-                    and_(LogTreeNode.level == level, LogTreeNode.index.in_(indexes))
-                    for level, indexes in by_level.items()
-                )
-            )
+        statement, params = _nodes_query(dialect, nodes)
+        rows: Iterable[Any]
+        if isinstance(source, RawReads):
+            rows = source.rows(statement, params, constant=statement is _NODES_POSTGRESQL)
         else:
-            # PostgreSQL plans a row-value IN in a fraction of the time of a long OR.
-            condition = tuple_(LogTreeNode.level, LogTreeNode.index).in_(list(nodes))
-        rows = session.execute(select(*columns).where(condition))
+            rows = source.execute(statement, params)
         found = {(level, index): bytes(value) for level, index, value in rows}
         missing = [node for node in nodes if node not in found]
         if missing:
@@ -105,6 +212,18 @@ def committed_size(session: Session) -> int:
     return session.execute(select(LogHead.size).where(LogHead.id == 1)).scalar_one()
 
 
+_SIZES = select(
+    select(func.max(LogCheckpoint.size)).scalar_subquery(),
+    select(LogHead.size).where(LogHead.id == 1).scalar_subquery(),
+)
+
+
+def published_and_committed(reads: RawReads) -> tuple[int | None, int]:
+    """(size of the latest published checkpoint or None, integrated size), one statement."""
+    published, committed = reads.rows(_SIZES, {})[0]
+    return published, committed
+
+
 def root_hash(session: Session, size: int) -> bytes:
     """MTH of the first `size` entries, from at most log2(size) stored nodes."""
     return tree_root(size, node_reader(session))
@@ -116,11 +235,11 @@ def inclusion(session: Session, index: int, size: int) -> list[bytes]:
 
 
 def inclusion_with_root(
-    session: Session, index: int, size: int
+    source: Session | RawReads, index: int, size: int
 ) -> tuple[bytes, bytes, list[bytes]]:
     """(leaf hash, root, inclusion proof) of entry `index` in the tree of `size`, from ONE
     query: the proof's nodes, the root's nodes and the leaf are read together."""
-    read = node_reader(session)
+    read = node_reader(source)
     extra = [*subtree_nodes(0, size), (0, index)]
     cache: dict[tuple[int, int], bytes] = {}
 
@@ -168,40 +287,9 @@ _ENTRY_BUNDLE = (
     .where(LogHead.id == 1)
     .order_by(LogEntry.index)
 )
-_COMPILED: dict[tuple[str, int], SQLCompiler] = {}
 
 
-def _read_rows(engine: Engine, statement: ClauseElement, params: dict[str, int]) -> list[Any]:
-    """Run one read-only SELECT on a pooled DBAPI connection of its own, outside any session.
-
-    Why not a session: on SQLite every SQLAlchemy transaction begins IMMEDIATE (app.db), taking
-    the database's write lock, so concurrent tile reads would queue behind each other and
-    behind appends, each waiting in SQLite's sleeping busy handler. One SELECT in autocommit
-    mode is already a consistent snapshot and takes no write lock (WAL). On PostgreSQL it is
-    one statement in a transaction the pool rolls back. The statement is compiled once.
-    """
-    key = (engine.dialect.name, id(statement))
-    if key not in _COMPILED:
-        compiled = statement.compile(dialect=engine.dialect)
-        assert isinstance(compiled, SQLCompiler)
-        _COMPILED[key] = compiled
-    compiled = _COMPILED[key]
-    values = compiled.construct_params(params)
-    positions = compiled.positiontup
-    arguments: Any = [values[name] for name in positions] if positions else values
-    connection = engine.raw_connection()
-    try:
-        cursor = connection.cursor()
-        try:
-            cursor.execute(compiled.string, arguments)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
-    finally:
-        connection.close()
-
-
-def hash_tile(engine: Engine, tile: Tile) -> bytes | None:
+def hash_tile(source: Engine | RawReads, tile: Tile) -> bytes | None:
     """A tlog-tiles hash tile of the current tree, or None if it has no such tile (yet).
 
     A tile at level L holds the nodes at tree level 8L; any width up to what the tree has is
@@ -214,25 +302,34 @@ def hash_tile(engine: Engine, tile: Tile) -> bytes | None:
     assert tile.level is not None
     first = tile.index * TILE_WIDTH
     params = {"level": TILE_HEIGHT * tile.level, "first": first, "end": first + tile.width}
-    rows = _read_rows(engine, _HASH_TILE, params)
+    rows = _raw_rows(source, _HASH_TILE, params)
     if first + tile.width > level_width(rows[0][0], tile.level):
         return None
     return b"".join([bytes(value) for _, value in rows if value is not None])
 
 
-def entry_bundle(source: Engine | Connection, tile: Tile) -> bytes | None:
+def entry_bundle(source: Engine | RawReads | Connection, tile: Tile) -> bytes | None:
     """A tlog-tiles entry bundle of the current log, or None if it has no such bundle (yet).
 
-    Read on its own connection from the engine (see `_read_rows`), or in the transaction of
-    the given connection. Served from the rows as they are, on every request (nothing
-    cached): if the table was edited, auditors see the edit.
+    Read on its own connection from the engine or on the given raw reads (see `RawReads`),
+    or in the transaction of the given connection. Served from the rows as they are, on every
+    request (nothing cached): if the table was edited, auditors see the edit.
     """
     first = tile.index * TILE_WIDTH
     params = {"first": first, "end": first + tile.width}
     if isinstance(source, Connection):
         rows = list(source.execute(_ENTRY_BUNDLE, params).all())
     else:
-        rows = _read_rows(source, _ENTRY_BUNDLE, params)
+        rows = _raw_rows(source, _ENTRY_BUNDLE, params)
     if first + tile.width > rows[0][0]:
         return None
     return encode_bundle([bytes(entry) for _, entry in rows if entry is not None])
+
+
+def _raw_rows(
+    source: Engine | RawReads, statement: ClauseElement, params: dict[str, Any]
+) -> list[Any]:
+    if isinstance(source, RawReads):
+        return source.rows(statement, params)
+    with RawReads(source) as reads:
+        return reads.rows(statement, params)
