@@ -27,6 +27,14 @@ this was written in) every CLI run recompiled porchlight's modules: ~70 ms of CP
 Fairness: every tool reads the same warm input and writes a fresh file (the previous
 output unlinked) in the same directory; nobody fsyncs.
 
+The two-core floor printed at the end is (cipher at openssl's rate + cp's CPU + the CPU
+of mapping the input and touching every page, measured alone) / 2, against the library
+call's own CPU (workers included, interpreter start-up not). What mapping costs depends
+on how the input sits in the page cache: the plaintext here, written in 4 MiB pieces,
+lands in 2 MiB folios that map with one fault each (~0.01 s a GiB measured), while age's
+output, written in small pieces, maps 64 KiB a fault (0.12-0.16 s a GiB, about a third
+of what cp spends). cp never maps its input, so no tool that does can do better.
+
     .venv/bin/python bench/seal.py [--size-mib 1024] [--repeat 3] [--dir DIR]
 
 Targets (issue 2): at least 1.5x age and 80 % of cp in both directions, peak RSS < 64 MiB.
@@ -57,7 +65,7 @@ GNU_TIME = "/usr/bin/time"
 # cache directory.
 CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 LIBRARY_RUN = """
-import sys, time
+import os, sys, time
 from porchlight.age import encrypt_file, decrypt_file, parse_recipient, read_identity_file
 from porchlight.age.pipeline import run_pipeline
 op, src, dst, key, workers = sys.argv[1:6]
@@ -68,6 +76,7 @@ def copy_block(block, final, out):
     return len(block)
 
 started = time.perf_counter()
+before = os.times()
 if op == "encrypt":
     encrypt_file(src, dst, [parse_recipient(key)], workers=workers)
 elif op == "decrypt":
@@ -75,7 +84,32 @@ elif op == "decrypt":
 else:  # the same pipeline copying instead of sealing: the floor for any user-space tool
     with open(src, "rb", buffering=0) as s, open(dst, "wb", buffering=0) as d:
         run_pipeline(s, d, 1 << 20, 1 << 20, copy_block, None)
-print(time.perf_counter() - started)
+elapsed = time.perf_counter() - started
+after = os.times()
+# The call's own CPU: user + system of this process and of the workers it reaped.
+print(elapsed, sum(after[:4]) - sum(before[:4]))
+"""
+# What getting the input into user space costs at least: map it read-only, touch one byte
+# of every page and drop used pages every 8 MiB, as the workers do, with no cipher and no
+# output. Prints the CPU seconds of that loop alone.
+MAP_RUN = """
+import mmap, os, sys
+path = sys.argv[1]
+size = os.path.getsize(path)
+step = 1 << 20
+with open(path, "rb", buffering=0) as handle:
+    mapping = mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ)
+view = memoryview(mapping)
+before = os.times()
+released = 0
+for offset in range(0, size, step):
+    bytes(view[offset : offset + step : mmap.PAGESIZE])
+    end = min(size, offset + step) // mmap.PAGESIZE * mmap.PAGESIZE
+    if end - released >= 8 * step or offset + step >= size:
+        mapping.madvise(mmap.MADV_DONTNEED, released, end - released)
+        released = end
+after = os.times()
+print(sum(after[:2]) - sum(before[:2]))
 """
 
 
@@ -86,6 +120,8 @@ class Result:
     seconds: list[float]
     process_seconds: list[float]
     cpu_seconds: list[float]
+    # Library rows: the call's own CPU (workers included), without interpreter start-up.
+    call_cpu_seconds: list[float]
     peak_rss_kib: int
 
     @property
@@ -121,12 +157,22 @@ def run_child(argv: list[str], rss_file: Path) -> tuple[float, float, int, str]:
 
 def run_library(
     op: str, src: Path, dst: Path, key: str, workers: str, rss_file: Path
-) -> tuple[float, float, float, int]:
-    """The library call's own time, its process's wall time, CPU seconds and peak RSS."""
+) -> tuple[float, float, float, float, int]:
+    """The library call's own time, its process's wall time, the process's CPU seconds, the
+    call's own CPU seconds and the peak RSS."""
     elapsed, cpu, peak, out = run_child(
         [PYTHON, "-c", LIBRARY_RUN, op, str(src), str(dst), key, workers], rss_file
     )
-    return float(out), elapsed, cpu, peak
+    call, call_cpu = out.split()
+    return float(call), elapsed, cpu, float(call_cpu), peak
+
+
+def mapping_cpu(path: Path) -> float:
+    """CPU seconds to bring a warm file into user space through a mapping (see MAP_RUN)."""
+    done = subprocess.run(
+        [PYTHON, "-c", MAP_RUN, str(path)], check=True, stdout=subprocess.PIPE, text=True
+    )
+    return float(done.stdout)
 
 
 def warm(path: Path) -> None:
@@ -216,7 +262,8 @@ def main() -> int:
             ("decrypt", "library, 1 process", ("decrypt", sealed, str(key_file), "1")),
             ("decrypt", "pipeline, no crypto", ("copy", sealed, str(key_file), "1")),
         ]
-        results = [Result(d, t, [], [], [], 0) for d, t, _ in plans]
+        results = [Result(d, t, [], [], [], [], 0) for d, t, _ in plans]
+        mapping: dict[str, list[float]] = {"encrypt": [], "decrypt": []}
         # Fill the bytecode cache: one untimed run of each Python command on a small file.
         CHILD_ENV["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
         small = work / "small.bin"
@@ -242,9 +289,10 @@ def main() -> int:
                 warm(plain if direction == "encrypt" else sealed)
                 if isinstance(plan, tuple):
                     op, src, key, workers = plan
-                    elapsed, whole, cpu, rss = run_library(
+                    elapsed, whole, cpu, call_cpu, rss = run_library(
                         str(op), Path(str(src)), out, str(key), str(workers), work / "rss.txt"
                     )
+                    result.call_cpu_seconds.append(call_cpu)
                 else:
                     argv = [str(a) for a in plan]  # type: ignore[attr-defined]
                     elapsed, cpu, rss, _ = run_child(argv, work / "rss.txt")
@@ -254,6 +302,9 @@ def main() -> int:
                 result.cpu_seconds.append(cpu)
                 result.peak_rss_kib = max(result.peak_rss_kib, rss)
                 print(f"  {result.direction} {result.tool}: {elapsed:.3f} s", file=sys.stderr)
+            for direction, source in (("encrypt", plain), ("decrypt", sealed)):
+                warm(source)
+                mapping[direction].append(mapping_cpu(source))
         # Correctness, once: our decryption of age's file, and age's of ours.
         out.unlink(missing_ok=True)
         subprocess.run(
@@ -307,22 +358,30 @@ def main() -> int:
             f"{rate / 1e9:.2f} GB/s"
         )
         # What two perfectly shared cores could do at best: the cipher's own time plus
-        # what cp spends on the same output (page-cache pages filled by a copy), halved,
-        # with reading the input and Python free. No tool that must see the bytes and
-        # write them through the page cache does better. In CPU seconds, which a loaded
-        # machine inflates less than wall time: on an idle one, cp's wall time is its CPU.
+        # what cp spends on the same output (page-cache pages filled by a copy), plus what
+        # bringing the input into user space through a mapping costs (MAP_RUN), halved,
+        # with Python free. No tool that must see the bytes and write them through the
+        # page cache does better; cp itself never brings them into user space. In CPU
+        # seconds, which a loaded machine inflates less than wall time: on an idle one,
+        # cp's wall time is its CPU.
         cores = min(2, os.cpu_count() or 1)
+        cipher = size / rate
         for direction in ("encrypt", "decrypt"):
             cp_row = next(r for r in results if r.direction == direction and r.tool[:2] == "cp")
             lib = next(r for r in results if r.direction == direction and "library" in r.tool)
             cp_cpu = statistics.median(cp_row.cpu_seconds)
             lib_cpu = statistics.median(lib.cpu_seconds)
-            floor = (size / rate + cp_cpu) / cores
+            call_cpu = statistics.median(lib.call_cpu_seconds)
+            mapped = statistics.median(mapping[direction])
+            floor = (cipher + cp_cpu + mapped) / cores
             print(
-                f"{direction}: floor on {cores} cores ({size / rate:.3f} s cipher + {cp_cpu:.3f} s "
-                f"cp CPU) / {cores} = {floor:.3f} s, so at most {cp_cpu / floor:.0%} of cp; "
-                f"our library process (start-up included) used {lib_cpu:.3f} s CPU = cipher + "
-                f"cp + {lib_cpu - size / rate - cp_cpu:.3f} s"
+                f"{direction}: floor on {cores} cores ({cipher:.3f} s cipher + {cp_cpu:.3f} s "
+                f"cp CPU + {mapped:.3f} s mapping the input) / {cores} = {floor:.3f} s, so at "
+                f"most {cp_cpu / floor:.0%} of cp ({cp_cpu / ((cipher + cp_cpu) / cores):.0%} "
+                f"if reading the input were free); our library call used {call_cpu:.3f} s "
+                f"CPU = cipher + cp + mapping + {call_cpu - cipher - cp_cpu - mapped:.3f} s, "
+                f"its process {lib_cpu - call_cpu:.3f} s more (start-up and imports, outside "
+                f"the call's time)"
             )
     print(f"machine: {os.cpu_count()} cores; work directory {args.dir or tempfile.gettempdir()}")
     print(
