@@ -65,6 +65,49 @@ def complete_levels(leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:
     return levels
 
 
+class LevelBuilder:
+    """`complete_levels` built up as the leaf hashes arrive, `block` (a power of two) at a time.
+
+    Each `add` of one block's leaf hashes (leaves from a multiple of `block`; only the last
+    block may be shorter) hashes at once the complete subtrees inside it, up to the block's
+    own height; `levels` then pairs upwards from there. The result is exactly
+    `complete_levels` of all the leaves. A verifier fetching a log tile by tile uses it to hash
+    each tile while the next ones are still on their way, instead of all at the end.
+    """
+
+    def __init__(self, block: int) -> None:
+        if block < 1 or block & (block - 1):
+            raise ValueError(f"block must be a power of two, not {block}")
+        self.block = block
+        self._height = block.bit_length() - 1
+        self._levels: list[list[bytes]] = [[] for _ in range(self._height + 1)]
+        self._closed = False
+
+    @property
+    def leaf_hashes(self) -> list[bytes]:
+        return self._levels[0]
+
+    def add(self, leaf_hashes: Sequence[bytes]) -> None:
+        if self._closed:
+            raise ValueError("a block shorter than the block size must be the last one")
+        if len(leaf_hashes) > self.block:
+            raise ValueError(f"{len(leaf_hashes)} leaves is more than a block ({self.block})")
+        current = list(leaf_hashes)
+        self._levels[0].extend(current)
+        for level in range(1, self._height + 1):
+            current = _pair_level(current)
+            self._levels[level].extend(current)
+        self._closed = len(leaf_hashes) < self.block
+
+    def levels(self) -> list[list[bytes]]:
+        """All complete-subtree hashes so far, as `complete_levels` returns them."""
+        levels = [self._levels[0]]
+        while len(levels[-1]) >= 2:
+            above = len(levels)
+            levels.append(self._levels[above] if above <= self._height else _pair_level(levels[-1]))
+        return levels
+
+
 def subtree_nodes(start: int, end: int) -> list[tuple[int, int]]:
     """Decompose leaves [start, end) into maximal complete subtrees, left to right.
 

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from porchlight.tlog.checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from porchlight.tlog.merkle import HASH_SIZE, complete_levels, root_from_levels
+from porchlight.tlog.merkle import HASH_SIZE, LevelBuilder, root_from_levels
 from porchlight.tlog.note import Ed25519Verifier, NoteError, parse_verifier_key
 from porchlight.tlog.tiles import (
     TILE_HEIGHT,
@@ -369,12 +369,18 @@ def _read_tiles(
 
 @dataclass
 class _Entries:
-    """Leaf hashes gathered so far and the first problem found, by entry index."""
+    """Leaf hashes gathered so far (and the tree nodes above them, hashed tile by tile as
+    they arrive, while later tiles are being fetched) and the first problem found, by entry
+    index."""
 
-    hashes: list[bytes] = field(default_factory=list)
+    tree: LevelBuilder = field(default_factory=lambda: LevelBuilder(TILE_WIDTH))
     first_bad: int | None = None
     problem: str = ""
     path: str | None = None
+
+    @property
+    def hashes(self) -> list[bytes]:
+        return self.tree.leaf_hashes
 
     def flag(self, index: int, problem: str, path: str) -> None:
         if self.first_bad is None or index < self.first_bad:
@@ -404,7 +410,7 @@ def _gather_entries(source: TileSource, size: int, progress: Progress | None) ->
                 extra = start + bundle.width
                 found.flag(extra, f"{path} holds entries beyond its width (entry {extra})", path)
                 entries = entries[: bundle.width]
-        found.hashes.extend(leaf_hashes(entries))
+        found.tree.add(leaf_hashes(entries))
         if len(found.hashes) != start + len(entries):
             # A gap: later hashes would sit at wrong indexes, so stop gathering here.
             break
@@ -575,7 +581,7 @@ def verify_log(
     levels: list[list[bytes]] = [[]]
     computed_root = b""
     if found.first_bad is None:
-        levels = complete_levels(found.hashes) if size else [[]]
+        levels = found.tree.levels()
         computed_root = root_from_levels(levels, size)
     matches = found.first_bad is None and computed_root == checkpoint.root_hash
     mismatch: _Mismatch | None = None
