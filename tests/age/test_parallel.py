@@ -28,13 +28,14 @@ from porchlight.age import (
 from porchlight.age.files import atomic_output
 from porchlight.age.parallel import (
     PARALLEL_FROM,
+    _pwrite_all,
     _run,
     preallocate,
     seal_layout,
     task_chunks,
     worker_count,
 )
-from porchlight.age.pipeline import BLOCK_CHUNKS, Transform, sealer
+from porchlight.age.pipeline import BLOCK_CHUNKS, WRITE_PIECE, Transform, sealer
 from porchlight.age.stream import ENCRYPTED_CHUNK_SIZE
 
 WORKERS = 3
@@ -105,6 +106,33 @@ def test_preallocate_gives_the_final_size_and_zeros(tmp_path: Path) -> None:
         preallocate(handle.fileno(), 3 * MIB + 5)
     assert path.stat().st_size == 3 * MIB + 5
     assert path.read_bytes() == bytes(3 * MIB + 5)
+
+
+@pytest.mark.parametrize("offset", [0, 187, WRITE_PIECE - 1, 3 * WRITE_PIECE + 4096])
+def test_writes_are_cut_at_multiples_of_the_piece(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offset: int
+) -> None:
+    data = random.Random(offset).randbytes(BLOCK_CHUNKS * ENCRYPTED_CHUNK_SIZE)
+    calls: list[tuple[int, int]] = []
+    real_pwrite = os.pwrite
+
+    def pwrite(fd: int, piece: memoryview, at: int) -> int:
+        # Take at most 100,000 bytes a call, as a kernel may: the rest must follow.
+        written = real_pwrite(fd, piece[:100_000], at)
+        calls.append((at, written))
+        return written
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    path = tmp_path / "out"
+    with open(path, "wb") as handle:
+        _pwrite_all(handle.fileno(), memoryview(data), offset)
+    assert path.read_bytes()[offset:] == data
+    assert [at for at, _ in calls] == [
+        offset + sum(n for _, n in calls[:i]) for i in range(len(calls))
+    ]
+    for at, written in calls:
+        # No piece crosses a multiple of WRITE_PIECE.
+        assert at // WRITE_PIECE == (at + written - 1) // WRITE_PIECE
 
 
 @pytest.mark.parametrize("plain_file", SIZES, indirect=True)
