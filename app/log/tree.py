@@ -113,6 +113,9 @@ class RawReads:
         try:
             if self._autocommit:
                 self._connection.dbapi_connection.autocommit = False  # type: ignore[union-attr]
+        except Exception:
+            # A broken connection: the pool must not hand it out again (in autocommit mode).
+            self._connection.invalidate()
         finally:
             self._connection.close()
 

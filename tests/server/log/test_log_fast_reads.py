@@ -8,9 +8,10 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from starlette.types import Receive, Scope, Send
 
 from app.audit.models import LogEntry
@@ -196,4 +197,26 @@ def test_proofs_read_outside_a_session_are_the_session_proofs(community: Communi
     # The connection went back to the pool as it came (not left in autocommit mode).
     with engine.connect() as connection:
         assert connection.execute(select(LogEntry.index).limit(1)).all()
+        connection.rollback()
+
+
+def test_a_connection_lost_during_a_read_is_not_handed_out_again(community: Community) -> None:
+    """PostgreSQL reads run in autocommit mode: a connection that broke meanwhile is dropped
+    from the pool, and every connection the pool hands out later is a normal one."""
+    engine = community.app.state.engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite connections are always in autocommit mode")
+    with community.session() as session:
+        fill(session, 10)
+    with pytest.raises(psycopg.OperationalError), tree.RawReads(engine) as reads:
+        (pid,) = reads.rows(select(func.pg_backend_pid()), {})[0]
+        with engine.connect() as other:
+            other.execute(select(func.pg_terminate_backend(pid)))
+            other.commit()
+        reads.rows(select(func.pg_backend_pid()), {})
+    for _ in range(engine.pool.size() + 1):
+        with tree.RawReads(engine) as reads:
+            assert tree.published_and_committed(reads)[1] == 10
+    with engine.connect() as connection:
+        assert connection.connection.dbapi_connection.autocommit is False
         connection.rollback()
