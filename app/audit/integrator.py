@@ -7,9 +7,9 @@ wait for one another. `integrate` then, in one short transaction of its own:
 1. locks the single `log_head` row (PostgreSQL: SELECT ... FOR UPDATE, or with SKIP LOCKED for
    the background loop, so integrators in several server processes never queue behind each
    other; SQLite: the transaction began IMMEDIATE and holds the database write lock);
-2. reads up to `BATCH` committed pending rows in `seq` (insertion) order;
-3. inserts them into `log_entries` as indexes size, size+1, ..., stores the tree nodes they
-   complete (app.log.tree.store_leaves), deletes exactly those pending rows and bumps the size.
+2. takes up to `BATCH` committed pending rows in `seq` (insertion) order and copies them into
+   `log_entries` as indexes size, size+1, ... (one INSERT ... SELECT inside the database);
+3. stores the tree nodes they complete, deletes exactly those pending rows and bumps the size.
 
 Why nothing is skipped or indexed twice: a pending row leaves `log_pending` only in the
 transaction that inserts it into `log_entries`, under the head lock, so an integrator that waits
@@ -28,19 +28,52 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
-from sqlalchemy import delete, exists, insert, select, update
+from sqlalchemy import exists, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app.audit.models import LogEntry, LogHead, PendingEntry
+from app.audit.models import LogHead, PendingEntry
 from app.log import tree
+from app.log.models import LogTreeNode
+from porchlight.tlog.merkle import append_leaves
 
 _logger = logging.getLogger(__name__)
 
 # Entries per integration transaction: large enough to keep up with thousands of appends a
 # second at a 0.2 s interval, small enough that one transaction stays short.
 BATCH = 2000
+
+# Steps 2-3 run inside the database, so an entry's bytes never travel to Python and back, and a
+# batch costs a few statements instead of one row-by-row executemany per table.
+# The first `limit` pending rows in seq order become entries size, size+1, ... (row_number
+# over seq: the same numbering whatever order the rows are written in); it returns what the
+# tree and the clean-up need.
+_MOVE = text(
+    'INSERT INTO log_entries ("index", seq, created_at, actor, action, subject, entry, leaf_hash)'
+    " SELECT :size - 1 + row_number() OVER (ORDER BY seq),"
+    " seq, created_at, actor, action, subject, entry, leaf_hash"
+    " FROM (SELECT * FROM log_pending ORDER BY seq LIMIT :limit) AS taken"
+    ' RETURNING "index", seq, leaf_hash'
+)
+# The pending rows just copied, by seq (not a seq range: one committed meanwhile may fall
+# inside it). PostgreSQL: the seqs as one array, planned as primary-key lookups. (Selecting
+# them as "entries at and above the old size", as on SQLite, is exact under the head lock too,
+# but once psycopg prepares the statement, PostgreSQL's generic plan assumes `"index" >= $1`
+# matches a third of log_entries and hash-joins it with a scan of all of log_pending, dead
+# rows included.)
+_DROP_MOVED_POSTGRESQL = text("DELETE FROM log_pending WHERE seq = ANY(CAST(:seqs AS bigint[]))")
+_DROP_MOVED_SQLITE = text(
+    'DELETE FROM log_pending WHERE seq IN (SELECT seq FROM log_entries WHERE "index" >= :size)'
+)
+# PostgreSQL: a batch's new tree nodes (about two per entry) as three arrays, one statement.
+_INSERT_NODES_POSTGRESQL = text(
+    'INSERT INTO log_tree_nodes (level, "index", hash)'
+    " SELECT * FROM unnest(CAST(:levels AS smallint[]), CAST(:indexes AS bigint[]),"
+    " CAST(:hashes AS bytea[]))"
+)
+_SET_SIZE = text("UPDATE log_head SET size = :size WHERE id = 1")
 
 
 def integrate(session: Session, *, limit: int = BATCH, wait: bool = True) -> range:
@@ -54,41 +87,39 @@ def integrate(session: Session, *, limit: int = BATCH, wait: bool = True) -> ran
     size = session.execute(lock).scalar_one_or_none()
     if size is None:
         return range(0)
-    pending = session.execute(
-        select(
-            PendingEntry.seq,
-            PendingEntry.created_at,
-            PendingEntry.actor,
-            PendingEntry.action,
-            PendingEntry.subject,
-            PendingEntry.entry,
-            PendingEntry.leaf_hash,
-        )
-        .order_by(PendingEntry.seq)
-        .limit(limit)
-    ).all()
-    if not pending:
-        return range(size, size)
-    rows = [
-        {
-            "index": size + offset,
-            "seq": row.seq,
-            "created_at": row.created_at,
-            "actor": row.actor,
-            "action": row.action,
-            "subject": row.subject,
-            "entry": row.entry,
-            "leaf_hash": row.leaf_hash,
-        }
-        for offset, row in enumerate(pending)
-    ]
     connection = session.connection()
-    connection.execute(insert(LogEntry), rows)
-    tree.store_leaves(session, size, [bytes(row.leaf_hash) for row in pending])
-    # Exactly the rows read above: a range of seq could take in one committed meanwhile.
-    connection.execute(delete(PendingEntry).where(PendingEntry.seq.in_([r.seq for r in pending])))
-    connection.execute(update(LogHead).where(LogHead.id == 1).values(size=size + len(rows)))
-    return range(size, size + len(rows))
+    moved = sorted(connection.execute(_MOVE, {"size": size, "limit": limit}).all())
+    if not moved:
+        return range(size, size)
+    _store_nodes(session, size, [bytes(value) for _, _, value in moved])
+    if connection.dialect.name == "postgresql":
+        connection.execute(_DROP_MOVED_POSTGRESQL, {"seqs": [seq for _, seq, _ in moved]})
+    else:
+        connection.execute(_DROP_MOVED_SQLITE, {"size": size})
+    connection.execute(_SET_SIZE, {"size": size + len(moved)})
+    return range(size, size + len(moved))
+
+
+def _store_nodes(session: Session, start: int, leaf_hashes: Sequence[bytes]) -> None:
+    """Store leaves start, start+1, ... and the inner nodes they complete (what
+    `app.log.tree.store_leaves` does), with one INSERT per batch on PostgreSQL."""
+    created = append_leaves(start, leaf_hashes, tree.node_reader(session))
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            _INSERT_NODES_POSTGRESQL,
+            {
+                "levels": [level for level, _, _ in created],
+                "indexes": [index for _, index, _ in created],
+                "hashes": [value for _, _, value in created],
+            },
+        )
+    else:
+        # SQLite: one executemany, a C loop in the driver.
+        connection.execute(
+            insert(LogTreeNode),
+            [{"level": level, "index": index, "hash": value} for level, index, value in created],
+        )
 
 
 def integrate_all(session: Session) -> int:
