@@ -10,10 +10,18 @@ For each database (a fresh SQLite file; a freshly created PostgreSQL database na
    log, each transaction committed (fsync on: SQLite WAL synchronous=FULL, PostgreSQL
    synchronous_commit=on): one writer, and --writers concurrent writers (--processes
    processes with their threads, one connection each), one entry per transaction; one writer
-   100 entries per transaction (`append_many`). Meanwhile an integrator runs as in every
-   server process (`app.audit.integrator`, every `log_integrate_interval_seconds`), and the
-   integration lag is measured: from a writer's commit returning to the integrating
-   transaction's commit returning (the entry has its index and is in the tree);
+   100 entries per transaction (`append_many`). Each writer transaction is what a request
+   pays for its session besides its own change: a Session from the app's sessionmaker, a
+   pooled connection (with the app engine's pre-ping), BEGIN, the append, COMMIT. The entries
+   are reads of warrant details (`request:read`: logged, no checkpoint of their own, like
+   most appends). Meanwhile an integrator runs as in every server process
+   (`app.audit.integrator`, every `log_integrate_interval_seconds`), and the integration lag
+   is measured: from a writer's commit returning to the integrating transaction's commit
+   returning (the entry has its index and is in the tree). CPU per entry is reported as
+   writer threads + their PostgreSQL backends + integrator thread + its backend (thread CPU
+   clocks and /proc of the backends; on SQLite the database's work is in the threads).
+   Last, --writers writers append request-lifecycle entries (`clip:download`) with the
+   server's publish hook, so each transaction integrates and signs a checkpoint as it commits;
 3. publish a signed checkpoint, start the real server (uvicorn, --workers processes, default
    one) on loopback;
 4. inclusion-proof latency p50/p99 over random indexes: the proof read from the database
@@ -47,11 +55,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy import Engine, create_engine, event, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -119,23 +129,78 @@ def bulk_load(database_url: str, count: int) -> float:
     return time.perf_counter() - began
 
 
+def track_backends(engine: Engine) -> list[int]:
+    """The process ids of the PostgreSQL backends serving `engine`'s connections (filled in as
+    it connects; none on SQLite, whose work runs in the caller's own threads)."""
+    pids: list[int] = []
+    if engine.dialect.name == "postgresql":
+
+        @event.listens_for(engine, "connect")
+        def _record(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT pg_backend_pid()")
+            pids.append(int(cursor.fetchone()[0]))
+            cursor.close()
+            dbapi_connection.rollback()
+
+    return pids
+
+
+def process_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes have used so far; the backends run on this
+    machine (the bench's database is on loopback)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+# What the writers append. A read of warrant details is logged but publishes no checkpoint
+# (app.log.checkpoints.READ_ACTIONS), like most appends; a request-lifecycle action such as
+# `clip:download` makes its transaction integrate and sign a checkpoint as it commits, under
+# the log head's lock, which the "lifecycle" row measures (with the server's publish hook).
+READ_ACTION = "request:read"
+LIFECYCLE_ACTION = "clip:download"
+
+
 def _writer_process(
-    database_url: str, threads: int, per_thread: int, tag: str, start_at: float
-) -> list[tuple[str, float, float]]:
+    database_url: str,
+    threads: int,
+    per_thread: int,
+    tag: str,
+    start_at: float,
+    data_dir: str | None = None,
+) -> tuple[list[tuple[str, float, float]], float, float]:
     """`threads` writers, each committing `per_thread` single-entry transactions; returns
-    (subject, began, committed) per entry, wall-clock seconds."""
+    (subject, began, committed) per entry, wall-clock seconds, the writer threads' CPU seconds
+    and their PostgreSQL backends' CPU seconds. With `data_dir` (the log key's), sessions
+    publish a checkpoint as a lifecycle entry commits, as the server's do, and the writers
+    append lifecycle entries."""
     engine = make_engine(database_url)
+    backends = track_backends(engine)
     factory = make_sessionmaker(engine)
+    action = READ_ACTION
+    if data_dir is not None:
+        signer = load_or_create(Settings(data_dir=Path(data_dir), database_url=database_url))
+        checkpoints.install_publish_hook(factory, signer)
+        action = LIFECYCLE_ACTION
     done: list[tuple[str, float, float]] = []
+    cpu: list[float] = []
 
     def writer(number: int) -> None:
+        began_cpu = time.thread_time()
         for t in range(per_thread):
-            subject = f"clip:{tag}-{number}-{t}"
+            subject = f"request:{tag}-{number}-{t}"
             began = time.time()
             with factory() as session:
-                audit.append(session, f"user:{number + 1}", "clip:download", subject)
+                audit.append(session, f"user:{number + 1}", action, subject)
                 session.commit()
             done.append((subject, began, time.time()))
+        cpu.append(time.thread_time() - began_cpu)
 
     time.sleep(max(0.0, start_at - time.time()))
     workers = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
@@ -143,16 +208,19 @@ def _writer_process(
         worker.start()
     for worker in workers:
         worker.join()
+    backend_cpu = process_cpu(backends)
     engine.dispose()
-    return done
+    return done, sum(cpu), backend_cpu
 
 
 def _integrate_until(
-    factory: sessionmaker[Session], interval: float, stop: threading.Event
+    factory: sessionmaker[Session], interval: float, stop: threading.Event, cpu: list[float]
 ) -> list[tuple[range, float]]:
     """What every server process runs: integrate pending entries every `interval` seconds
-    (here until `stop` is set and nothing is pending). Returns (indexes, committed at)."""
+    (here until `stop` is set and nothing is pending). Returns (indexes, committed at), and
+    appends the thread's CPU seconds to `cpu`."""
     rounds: list[tuple[range, float]] = []
+    began_cpu = time.thread_time()
     while True:
         stopping = stop.wait(interval)
         with factory() as session:
@@ -164,29 +232,69 @@ def _integrate_until(
                 if len(batch) < integrator.BATCH:
                     break
             if stopping and not integrator.has_pending(session):
+                cpu.append(time.thread_time() - began_cpu)
                 return rounds
 
 
+@dataclass
+class AppendRun:
+    per_second: float
+    lags_ms: list[float]
+    # CPU milliseconds per entry: the writers' threads, the integrator's thread, and the
+    # PostgreSQL backends serving each (zero on SQLite, which runs in the callers' threads).
+    writer_ms: float
+    writer_backends_ms: float
+    integrator_ms: float
+    integrator_backend_ms: float
+
+    def cpu_row(self) -> str:
+        total = (
+            self.writer_ms + self.writer_backends_ms + self.integrator_ms
+            + self.integrator_backend_ms
+        )  # fmt: skip
+        if not self.writer_backends_ms and not self.integrator_backend_ms:
+            return f"{total:.3f} = {self.writer_ms:.3f} + {self.integrator_ms:.3f}"
+        return (
+            f"{total:.3f} = {self.writer_ms:.3f} + {self.writer_backends_ms:.3f}"
+            f" + {self.integrator_ms:.3f} + {self.integrator_backend_ms:.3f}"
+        )
+
+
 def appends(
-    database_url: str, total: int, processes: int, threads: int, per_transaction: int = 1
-) -> tuple[float, list[float]]:
-    """Durable appends per second, and each entry's integration lag in milliseconds."""
+    database_url: str,
+    total: int,
+    processes: int,
+    threads: int,
+    per_transaction: int = 1,
+    data_dir: Path | None = None,
+) -> AppendRun:
+    """Durable appends per second, each entry's integration lag, and CPU per entry. With
+    `data_dir`, lifecycle entries that each publish a checkpoint (see `_writer_process`)."""
+    if data_dir is not None:
+        # The log key, made once before the writer processes load it.
+        load_or_create(Settings(data_dir=data_dir, database_url=database_url))
     engine = make_engine(database_url)
+    integrator_backends = track_backends(engine)
     factory = make_sessionmaker(engine)
     interval = Settings().log_integrate_interval_seconds
     stop = threading.Event()
     rounds: list[tuple[range, float]] = []
+    integrator_cpu: list[float] = []
     integrating = threading.Thread(
-        target=lambda: rounds.extend(_integrate_until(factory, interval, stop))
+        target=lambda: rounds.extend(_integrate_until(factory, interval, stop, integrator_cpu))
     )
     integrating.start()
     committed: list[tuple[str, float, float]] = []
+    writer_cpu = backend_cpu = 0.0
     try:
         if per_transaction == 1:
             per_thread = total // (processes * threads)
             start_at = time.time() + (2.0 if processes > 1 else 0.0)
+            key_dir = None if data_dir is None else str(data_dir)
             if processes == 1:
-                committed = _writer_process(database_url, threads, per_thread, "p0", start_at)
+                committed, writer_cpu, backend_cpu = _writer_process(
+                    database_url, threads, per_thread, "p0", start_at, key_dir
+                )
             else:
                 # Separate processes, as separate server workers are: Python threads alone
                 # would measure the interpreter lock.
@@ -194,27 +302,39 @@ def appends(
                 with context.Pool(processes) as pool:
                     jobs = [
                         pool.apply_async(
-                            _writer_process, (database_url, threads, per_thread, f"p{n}", start_at)
+                            _writer_process,
+                            (database_url, threads, per_thread, f"p{n}", start_at, key_dir),
                         )
                         for n in range(processes)
                     ]
                     for job in jobs:
-                        committed.extend(job.get())
+                        done, cpu, backend = job.get()
+                        committed.extend(done)
+                        writer_cpu += cpu
+                        backend_cpu += backend
         else:
+            writing = make_engine(database_url)
+            writer_backends = track_backends(writing)
+            writers = make_sessionmaker(writing)
+            began_cpu = time.thread_time()
             for t in range(total // per_transaction):
                 records = [
-                    ("user:1", "clip:download", f"clip:b{t}-{k}", {"k": k})
+                    ("user:1", READ_ACTION, f"request:b{t}-{k}", {"k": k})
                     for k in range(per_transaction)
                 ]
                 began = time.time()
-                with factory() as session:
+                with writers() as session:
                     audit.append_many(session, records)  # type: ignore[arg-type]
                     session.commit()
                 ended = time.time()
                 committed.extend((subject, began, ended) for _, _, subject, _ in records)
+            writer_cpu = time.thread_time() - began_cpu
+            backend_cpu = process_cpu(writer_backends)
+            writing.dispose()
     finally:
         stop.set()
         integrating.join()
+    integrator_backend_cpu = process_cpu(integrator_backends)
     elapsed = max(e for _, _, e in committed) - min(b for _, b, _ in committed)
     commit_time = {subject: ended for subject, _, ended in committed}
     lags: list[float] = []
@@ -230,9 +350,20 @@ def appends(
                 for subject in subjects
                 if subject in commit_time
             )
+        # Publishing transactions integrate their own entries before they commit (no lag).
+        assert integrator.has_pending(session) is False, "an entry was not integrated"
     engine.dispose()
-    assert len(lags) == len(committed), "an entry was not integrated"
-    return len(committed) / elapsed, lags
+    if data_dir is None:
+        assert len(lags) == len(committed), "an entry was not integrated"
+    count = len(committed)
+    return AppendRun(
+        per_second=count / elapsed,
+        lags_ms=lags,
+        writer_ms=writer_cpu * 1000 / count,
+        writer_backends_ms=backend_cpu * 1000 / count,
+        integrator_ms=sum(integrator_cpu) * 1000 / count,
+        integrator_backend_ms=integrator_backend_cpu * 1000 / count,
+    )
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -294,16 +425,28 @@ def run(kind: str, args: argparse.Namespace, scratch: Path) -> dict[str, str]:
         loaded = bulk_load(url, args.entries)
         results["bulk load (not a target)"] = f"{loaded:.0f} s"
         progress(f"{kind}: appends")
-        one, _ = appends(url, args.appends // 4, 1, 1)
+        one = appends(url, args.appends // 4, 1, 1)
         threads = max(1, args.writers // args.processes)
         writers = threads * args.processes
-        many, lags = appends(url, args.appends * 5, args.processes, threads)
-        batched, _ = appends(url, args.appends * 5, 1, 1, 100)
-        results["durable appends/s, 1 writer, 1 per tx"] = f"{one:,.0f}"
-        results[f"durable appends/s, {writers} writers, 1 per tx"] = f"{many:,.0f}"
-        p50, p99 = percentiles(lags)
+        many = appends(url, args.appends * 5, args.processes, threads)
+        batched = appends(url, args.appends * 5, 1, 1, 100)
+        results["durable appends/s, 1 writer, 1 per tx"] = f"{one.per_second:,.0f}"
+        results["  CPU ms/append = writers (+ PG) + integrator (+ PG)"] = one.cpu_row()
+        results[f"durable appends/s, {writers} writers, 1 per tx"] = f"{many.per_second:,.0f}"
+        results[f"  CPU ms/append, {writers} writers"] = many.cpu_row()
+        p50, p99 = percentiles(many.lags_ms)
         results[f"integration lag, {writers} writers, p50 / p99"] = f"{p50:.0f} / {p99:.0f} ms"
-        results["durable appends/s, 1 writer, 100 per tx (append_many)"] = f"{batched:,.0f}"
+        results["durable appends/s, 1 writer, 100 per tx (append_many)"] = (
+            f"{batched.per_second:,.0f}"
+        )
+        results["  CPU ms/append, append_many"] = batched.cpu_row()
+        lifecycle = appends(
+            url, args.appends, args.processes, threads, data_dir=scratch / f"keys-{kind}"
+        )
+        results[f"lifecycle appends/s, {writers} writers, checkpoint per tx"] = (
+            f"{lifecycle.per_second:,.0f}"
+        )
+        results[f"  CPU ms/append, lifecycle, {writers} writers"] = lifecycle.cpu_row()
         if args.appends_only:
             return results
         data_dir = scratch / f"data-{kind}"
