@@ -1,30 +1,52 @@
-"""Full verification time of a large tiled log read from a local tile directory.
+"""Full verification time of a large tiled log: from a local tile directory, or over HTTP from
+the real server on a PostgreSQL database that already holds a large log.
 
-Builds a log of N realistic JSON entries (default 1,000,000) with `porchlight.tlog.tiles`,
-signs its checkpoint, writes it as a c2sp.org/tlog-tiles directory, then times
-`porchlight.tlog.verify.verify_log` over it: signature check, every entry bundle read and
-re-hashed, the whole tree rebuilt, every tile compared. Building is not timed.
+Local (default): builds a log of N realistic JSON entries (default 1,000,000) with
+`porchlight.tlog.tiles`, signs its checkpoint, writes it as a c2sp.org/tlog-tiles directory,
+then times `porchlight.tlog.verify.verify_log` over it: signature check, every entry bundle
+read and re-hashed, the whole tree rebuilt, every tile compared. Building is not timed.
 
     .venv/bin/python bench/log_verify.py [--size N] [--repeat R] [--dir DIR]
 
-Target (issue 4): full verification of 1,000,000 entries in under 10 s.
+Server (--database URL --data-dir DIR): the log in that database (signed with the key in DIR,
+the server's data directory) is served by the real server (uvicorn, --workers processes) on
+loopback, and measured as issue 4 states its targets: inclusion proofs from the database
+(in a session, as bench/log.py times them, and as the endpoint reads them) and over HTTP
+(`GET /log/proof/inclusion`, --proofs random indexes), then --repeat full verifications as
+`porchlight audit verify --server` runs them (an auditor's token, --verify-reads parallel
+reads, level-0 tiles not read). Alongside the wall times: CPU seconds of the server processes
+(per proof, per entry bundle) and of the PostgreSQL backends serving them (all on this
+machine), and the load average, since other work on the machine moves the wall times.
+--prepare N first creates that database and bulk-loads N entries (bench/log.py's loader,
+about 2-5 minutes for 1,000,000); later runs reuse it.
+
+    .venv/bin/python bench/log_verify.py --database postgresql+psycopg://postgres@127.0.0.1/logbench
+        --data-dir /tmp/logbench [--prepare 1000000] [--workers 2] [--proofs 2000] [--repeat 3]
+
+Targets (issue 4): full verification of 1,000,000 entries in under 10 s; proof p99 < 10 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from porchlight.tlog.checkpoint import Checkpoint, sign_checkpoint
-from porchlight.tlog.merkle import root
-from porchlight.tlog.note import generate_signer
-from porchlight.tlog.tiles import build_tiles, leaf_hashes, write_files
-from porchlight.tlog.verify import DirectorySource, verify_log
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from porchlight.tlog.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402
+from porchlight.tlog.merkle import root  # noqa: E402
+from porchlight.tlog.note import generate_signer  # noqa: E402
+from porchlight.tlog.tiles import build_tiles, leaf_hashes, write_files  # noqa: E402
+from porchlight.tlog.verify import DirectorySource, verify_log  # noqa: E402
 
 ORIGIN = "bench.porchlight.example/log"
 
@@ -51,12 +73,218 @@ def build(directory: Path, size: int) -> str:
     return signer.verifier().vkey()
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (from /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _load() -> str:
+    return "load " + " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def _prepare(database_url: str, data_dir: Path, size: int) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from app.migrate import upgrade
+    from bench.log import bulk_load
+
+    url = make_url(database_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+    admin.dispose()
+    upgrade(database_url)
+    print(f"bulk load: {bulk_load(database_url, size):.0f} s", file=sys.stderr)
+    with create_engine(database_url, isolation_level="AUTOCOMMIT").connect() as connection:
+        # As autovacuum would have by the time a real log is this large.
+        connection.execute(text("ANALYZE"))
+    _publish(database_url, data_dir)
+
+
+def _publish(database_url: str, data_dir: Path) -> tuple[int, str]:
+    """Publish a checkpoint if the log grew; (its size, the log's verifier key)."""
+    from app.db import make_engine, make_sessionmaker
+    from app.log import checkpoints
+    from app.log.keys import load_or_create
+    from app.settings import Settings
+
+    signer = load_or_create(Settings(data_dir=data_dir, database_url=database_url))
+    engine = make_engine(database_url)
+    with make_sessionmaker(engine)() as session:
+        size = checkpoints.publish_checkpoint(session, signer).size
+        session.commit()
+    engine.dispose()
+    return size, signer.verifier_key
+
+
+def _auditor_token(database_url: str) -> str:
+    import secrets
+    import uuid
+    from datetime import UTC, datetime
+
+    from app.accounts import service as accounts
+    from app.accounts.passwords import make_hasher
+    from app.db import make_engine, make_sessionmaker
+    from app.permissions import Role
+
+    engine = make_engine(database_url)
+    with make_sessionmaker(engine)() as session:
+        auditor = accounts.create_user(
+            session,
+            make_hasher(1, 1024),
+            username=f"bench-auditor-{uuid.uuid4().hex[:8]}",
+            password=secrets.token_urlsafe(18),
+            role=Role.auditor,
+            agency_id=None,
+            actor="system",
+            now=datetime.now(UTC),
+        )
+        _, token = accounts.create_api_token(session, auditor, "bench", datetime.now(UTC))
+        session.commit()
+    engine.dispose()
+    return token
+
+
+def _backends(database_url: str) -> list[int]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        pids = connection.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalars()
+        found = list(pids)
+    engine.dispose()
+    return found
+
+
+def serve_and_measure(args: argparse.Namespace) -> int:
+    import httpx
+
+    from app.db import make_engine, make_sessionmaker
+    from app.log import tree
+    from bench.log import percentiles, timed
+    from porchlight.tlog.verify import HttpSource
+
+    url: str = args.database
+    if args.prepare:
+        _prepare(url, args.data_dir, args.prepare)
+    size, vkey = _publish(url, args.data_dir)
+    token = _auditor_token(url)
+    rows = [("machine before", _load()), ("log size", f"{size:,}")]
+    engine = make_engine(url)
+    factory = make_sessionmaker(engine)
+
+    def in_session(index: int) -> None:
+        with factory() as session:
+            tree.inclusion(session, index, size)
+            session.rollback()
+
+    def as_the_endpoint(index: int) -> None:
+        with tree.RawReads(engine) as reads:
+            tree.published_and_committed(reads)
+            tree.inclusion_with_root(reads, index, size)
+
+    p50, p99 = percentiles(timed(args.proofs, in_session, size))
+    rows.append(("inclusion proof from DB (session), p50 / p99", f"{p50:.2f} / {p99:.2f} ms"))
+    p50, p99 = percentiles(timed(args.proofs, as_the_endpoint, size))
+    rows.append(("inclusion proof from DB (endpoint), p50 / p99", f"{p50:.2f} / {p99:.2f} ms"))
+    engine.dispose()
+    with (
+        _server(url, args.data_dir, args.workers) as (base, workers),
+        httpx.Client(timeout=60) as client,
+    ):
+
+        def over_http(index: int) -> None:
+            client.get(f"{base}/log/proof/inclusion", params={"index": index}).raise_for_status()
+
+        before = _cpu_seconds(workers)
+        p50, p99 = percentiles(timed(args.proofs, over_http, size))
+        per_proof = (_cpu_seconds(workers) - before) / args.proofs * 1000
+        rows.append(("inclusion proof over HTTP, p50 / p99", f"{p50:.2f} / {p99:.2f} ms"))
+        rows.append(("server CPU per proof", f"{per_proof:.2f} ms"))
+        for run in range(1, args.repeat + 1):
+            backends = _backends(url)
+            load = _load()
+            server_cpu, database_cpu = _cpu_seconds(workers), _cpu_seconds(backends)
+            own_cpu, began = time.process_time(), time.perf_counter()
+            source = HttpSource(
+                f"{base}/log",
+                parallel_reads=args.verify_reads,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            verified = verify_log(source, vkey, leaf_tiles=False)
+            elapsed = time.perf_counter() - began
+            source.close()
+            bundles = -(-verified.checkpoint.size // 256)
+            server_cpu = _cpu_seconds(workers) - server_cpu
+            database_cpu = _cpu_seconds(backends) - database_cpu
+            rows.append(
+                (
+                    f"verification {run} ({load}), {verified.checkpoint.size:,} entries",
+                    f"{elapsed:.1f} s; CPU per bundle: server {server_cpu / bundles * 1000:.2f}"
+                    f" ms, PostgreSQL {database_cpu / bundles * 1000:.2f} ms; verifier"
+                    f" {time.process_time() - own_cpu:.1f} s",
+                )
+            )
+    rows.append(("machine after", _load()))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"| {name:<{width}} | {value} |")
+    return 0
+
+
+@contextmanager
+def _server(database_url: str, data_dir: Path, workers: int) -> Iterator[tuple[str, list[int]]]:
+    """The real server on a loopback port: its URL and the pids of the processes serving."""
+    import subprocess
+
+    from bench.serving import free_port, serving
+
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PORCHLIGHT_")},
+        "PORCHLIGHT_DATABASE_URL": database_url,
+        "PORCHLIGHT_DATA_DIR": str(data_dir),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
+         "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
+        cwd=REPO, env=env,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with serving(process, base):
+        found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True)
+        yield base, [int(pid) for pid in found.stdout.split()] or [process.pid]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", type=Path, help="build here instead of a temporary directory")
+    parser.add_argument("--database", help="PostgreSQL URL of a database holding a large log")
+    parser.add_argument("--data-dir", type=Path, help="the server's data dir (its log key)")
+    parser.add_argument("--prepare", type=int, default=0, help="first create and fill --database")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn processes")
+    parser.add_argument("--proofs", type=int, default=2000, help="inclusion proofs timed")
+    parser.add_argument("--verify-reads", type=int, default=8, help="the verifier's parallel reads")
     args = parser.parse_args()
+    if args.database:
+        if args.data_dir is None:
+            parser.error("--database needs --data-dir (the server's data dir with its log key)")
+        return serve_and_measure(args)
     with tempfile.TemporaryDirectory(prefix="porchlight-logbench-") as scratch:
         directory = args.dir or Path(scratch)
         started = time.perf_counter()
