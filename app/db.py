@@ -7,10 +7,12 @@ log size. PostgreSQL serialises appends with SELECT ... FOR UPDATE on the log he
 
 from __future__ import annotations
 
+import select
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -53,7 +55,9 @@ def utcnow() -> datetime:
 def make_engine(database_url: str) -> Engine:
     """An engine for the URL; SQLite gets WAL, a busy timeout and IMMEDIATE transactions."""
     if not database_url.startswith("sqlite"):
-        return create_engine(database_url, pool_pre_ping=True)
+        engine = create_engine(database_url)
+        event.listen(engine, "checkout", _refuse_closed_connection)
+        return engine
     engine = create_engine(database_url, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -71,6 +75,24 @@ def make_engine(database_url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Pool checkout: drop a connection the server has closed, without a round trip.
+
+    An idle pooled connection has nothing to read unless the server ended the session (a
+    restart, pg_terminate_backend, an idle timeout): it then sent its goodbye and closed the
+    socket. DisconnectionError makes the pool discard the connection and check out another
+    (connecting anew), so the first request after a PostgreSQL restart works, as with
+    pool_pre_ping, which cost a SELECT 1 round trip on every checkout. A failure mid-request
+    (the server going away while in use) still invalidates the pool as SQLAlchemy does.
+    """
+    if dbapi_connection.closed:
+        raise DisconnectionError("connection closed")
+    readable = select.poll()
+    readable.register(dbapi_connection.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
+    if readable.poll(0):
+        raise DisconnectionError("the server closed the connection")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

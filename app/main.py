@@ -29,6 +29,7 @@ from app.log import keys as log_keys
 from app.log import routes as log_routes
 from app.policy import routes as policy_routes
 from app.requests import device_routes as request_device_routes
+from app.requests import poll_fast
 from app.requests import routes as requests_routes
 from app.settings import Settings
 from app.web import pages as web_pages
@@ -138,6 +139,8 @@ def create_app(
     app.state.clock = clock or utcnow
     app.state.clip_store = LocalClipStore(settings.data_dir / "clips")
     app.state.password_hasher = make_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
+    # Innermost middleware: the steady device poll, before routing (app/requests/poll_fast.py).
+    app.add_middleware(poll_fast.DevicePolls)
     app.add_exception_handler(AppError, _render_app_error)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
     app.add_exception_handler(StarletteHTTPException, _render_http_error)

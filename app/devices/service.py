@@ -186,7 +186,7 @@ class CheckedCall(NamedTuple):
 
 
 @lru_cache(maxsize=16384)
-def _verifier(public_key: bytes) -> Ed25519PublicKey:
+def verifier(public_key: bytes) -> Ed25519PublicKey:
     # Parsing the key is a measurable share of a poll; the raw bytes name the key exactly.
     return Ed25519PublicKey.from_public_bytes(public_key)
 
@@ -265,7 +265,7 @@ def check_call(
         raise NotAuthenticated(_REFUSED)
     try:
         signature = base64.b64decode(signature_b64, validate=True)
-        _verifier(row.public_key).verify(
+        verifier(row.public_key).verify(
             signature,
             device_signing_message(method, path, stamp, nonce, body, body_sha256=body_sha256),
         )

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from pydantic import TypeAdapter
-from sqlalchemy import Select, Table, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Join, Select, Table, and_, bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -36,7 +36,7 @@ def _ask_out(
     session: Session, ask: Ask, footage_request: FootageRequest, agency: Agency, officer: User
 ) -> schemas.DeviceAskOut:
     return _device_ask_out(
-        session.connection(),
+        uploaded_clip_ids(session.connection(), ask.id, ask.state),
         ask_id=ask.id,
         state=ask.state,
         deadline=ask.deadline,
@@ -57,8 +57,16 @@ def _ask_out(
     )
 
 
+def uploaded_clip_ids(connection: Connection, ask_id: str, state: str) -> Sequence[str]:
+    """An ask's clips not purged, by clip id."""
+    # Only a consented ask can have clips: a pending one (every poll's case) needs no query.
+    if state != "consented":
+        return ()
+    return connection.execute(UPLOADED_CLIPS, {"ask_id": ask_id}).scalars().all()
+
+
 def _device_ask_out(
-    connection: Connection,
+    uploaded: Sequence[str],
     *,
     ask_id: str,
     state: str,
@@ -68,12 +76,6 @@ def _device_ask_out(
     recipient: str,
 ) -> schemas.DeviceAskOut:
     """One ask as a device sees it, whether read as ORM objects or as a Core row."""
-    # Only a consented ask can have clips: a pending one (every poll's case) needs no query.
-    uploaded = (
-        connection.execute(_UPLOADED, {"ask_id": ask_id}).scalars().all()
-        if state == "consented"
-        else []
-    )
     return schemas.DeviceAskOut(
         ask_id=ask_id,
         state=state,
@@ -100,7 +102,7 @@ def _joined(
     return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
-_DEVICE_ASKS_OUT = TypeAdapter(list[schemas.DeviceAskOut])
+_DEVICE_ASK_OUT = TypeAdapter(schemas.DeviceAskOut)
 _ASKS = cast(Table, Ask.__table__)
 _REQUESTS = cast(Table, FootageRequest.__table__)
 _AGENCIES = cast(Table, Agency.__table__)
@@ -108,53 +110,72 @@ _USERS = cast(Table, User.__table__)
 _SHARED = cast(Table, SharedClip.__table__)
 
 
-def _device_asks_query() -> Select[Any]:
+def device_ask_columns() -> list[Any]:
+    """The columns of an ask as a device sees it, named as `device_ask_json` reads them."""
     a, r, agency, officer = _ASKS.c, _REQUESTS.c, _AGENCIES.c, _USERS.c
+    return [
+        a.id,
+        a.state,
+        a.deadline,
+        a.delivered_at,
+        a.receipt,
+        a.request_id,
+        r.state.label("request_state"),
+        r.warrant_court,
+        r.warrant_docket_number,
+        r.warrant_judge,
+        r.warrant_issued_on,
+        r.warrant_expires_on,
+        r.warrant_document_sha256,
+        r.offence,
+        r.window_start,
+        r.window_end,
+        r.area_lat,
+        r.area_lon,
+        r.area_radius_m,
+        agency.name.label("agency"),
+        agency.jurisdiction,
+        agency.recipient,
+        officer.username.label("officer"),
+    ]
+
+
+def device_ask_joins() -> Join:
+    """An ask with its request, the request's agency and its officer."""
+    r = _REQUESTS.c
     return (
-        select(
-            a.id,
-            a.state,
-            a.deadline,
-            a.delivered_at,
-            a.receipt,
-            a.request_id,
-            r.state.label("request_state"),
-            r.warrant_court,
-            r.warrant_docket_number,
-            r.warrant_judge,
-            r.warrant_issued_on,
-            r.warrant_expires_on,
-            r.warrant_document_sha256,
-            r.offence,
-            r.window_start,
-            r.window_end,
-            r.area_lat,
-            r.area_lon,
-            r.area_radius_m,
-            agency.name.label("agency"),
-            agency.jurisdiction,
-            agency.recipient,
-            officer.username.label("officer"),
-        )
-        .select_from(_ASKS)
-        .join(_REQUESTS, r.id == a.request_id)
-        .join(_AGENCIES, agency.id == r.agency_id)
-        .join(_USERS, officer.id == r.requester_id)
-        # ix_asks_device_id_state serves this: a device has few asks in any state.
-        .where(
-            a.device_id == bindparam("device_id"),
-            or_(
-                and_(a.state == "pending", r.state == "open"),
-                and_(a.state == "consented", or_(*(r.state == s for s in LIVE_REQUEST_STATES))),
-            ),
-        )
-        .order_by(a.created_at, a.id)
+        _ASKS.join(_REQUESTS, r.id == _ASKS.c.request_id)
+        .join(_AGENCIES, _AGENCIES.c.id == r.agency_id)
+        .join(_USERS, _USERS.c.id == r.requester_id)
+    )
+
+
+def open_asks_of(device_id: Any) -> ColumnElement[bool]:
+    """The asks of `device_id` (a bind or a column) it can still act on."""
+    a, r = _ASKS.c, _REQUESTS.c
+    # ix_asks_device_id_state serves this: a device has few asks in any state.
+    return and_(
+        a.device_id == device_id,
+        or_(
+            and_(a.state == "pending", r.state == "open"),
+            and_(a.state == "consented", or_(*(r.state == s for s in LIVE_REQUEST_STATES))),
+        ),
+    )
+
+
+def device_asks_query() -> Select[Any]:
+    """A device's open asks (the `device_id` bind) as rows, oldest first."""
+    return (
+        select(*device_ask_columns())
+        .select_from(device_ask_joins())
+        .where(open_asks_of(bindparam("device_id")))
+        .order_by(_ASKS.c.created_at, _ASKS.c.id)
     )
 
 
 # Built once: building a statement costs more than running it, on the busiest call.
-_DEVICE_ASKS = _device_asks_query()
-_UPLOADED = (
+_DEVICE_ASKS = device_asks_query()
+UPLOADED_CLIPS = (
     select(_SHARED.c.clip_id)
     .where(_SHARED.c.ask_id == bindparam("ask_id"), _SHARED.c.purged_at.is_(None))
     .order_by(_SHARED.c.clip_id)
@@ -193,9 +214,18 @@ def device_asks(session: Session, device_id: int, now: datetime) -> bytes:
                 {"request": row.request_id},
                 now=now,
             )
-    out = [
+    parts = [device_ask_json(row, uploaded_clip_ids(connection, row.id, row.state)) for row in rows]
+    return b"[" + b",".join(parts) + b"]"
+
+
+def device_ask_json(row: Any, uploaded: Sequence[str]) -> bytes:
+    """One ask (a row of `device_asks_query`) as JSON, exactly as `DeviceAskOut` dumps it.
+
+    `uploaded`: its clips not purged, by clip id (only a consented ask has any).
+    """
+    return _DEVICE_ASK_OUT.dump_json(
         _device_ask_out(
-            connection,
+            uploaded,
             ask_id=row.id,
             state=row.state,
             deadline=row.deadline,
@@ -221,9 +251,7 @@ def device_asks(session: Session, device_id: int, now: datetime) -> bytes:
             ),
             recipient=row.recipient,
         )
-        for row in rows
-    ]
-    return _DEVICE_ASKS_OUT.dump_json(out)
+    )
 
 
 def resident_asks(session: Session, resident: User, now: datetime) -> list[schemas.ResidentAskOut]:

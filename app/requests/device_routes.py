@@ -66,6 +66,8 @@ class DirectRoute(APIRoute):
 
 async def device_asks(request: Request) -> Response:
     """The device's open asks with the full request and the agency's age recipient (signed)."""
+    # On PostgreSQL the steady poll is answered before routing (app/requests/poll_fast.py);
+    # this answers the rest: first deliveries, refusals, SQLite.
     state = request.app.state
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     # The signature covers the body (empty on a GET, but a client may send one).

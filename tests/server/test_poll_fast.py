@@ -1,0 +1,286 @@
+"""The steady-poll fast path (app/requests/poll_fast.py): it answers exactly what the route
+answers, burns the nonce once, and leaves every other call, untouched, to the route; and the
+pool drops a connection the server closed without a round trip (app/db.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, func, select, text
+from starlette.types import Message, Receive, Scope, Send
+
+from app.db import make_engine
+from app.devices.models import Device, DeviceNonce
+from app.permissions import Role
+from app.requests import device_routes, poll_fast
+from app.settings import Settings
+from tests.server.factories import Clock, Community, EnrolledDevice
+from tests.server.requests.helpers import World, make_world
+
+POLL = "/api/device/asks"
+
+
+class Answered:
+    """What the fast path did with one call: its response, or that it passed the call on."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.passed_on = False
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.messages[1:])
+
+
+def _fast_poll(community: Community, signed: dict[str, str], **scope: Any) -> Answered:
+    """One call through the real middleware; the app behind it only records being reached."""
+    answered = Answered()
+
+    async def behind(_scope: Scope, _receive: Receive, _send: Send) -> None:
+        answered.passed_on = True
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        answered.messages.append(message)
+
+    call = {
+        "type": "http",
+        "method": "GET",
+        "path": POLL,
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in signed.items()],
+        "app": community.app,
+        **scope,
+    }
+    asyncio.run(poll_fast.DevicePolls(behind)(call, receive, send))
+    return answered
+
+
+def _headers(world: World, device: EnrolledDevice) -> dict[str, str]:
+    return world.community.device_headers(device, "GET", POLL, timestamp=world.stamp())
+
+
+def _nonces(community: Community, device: EnrolledDevice) -> int:
+    with community.session() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(DeviceNonce)
+                .where(DeviceNonce.device_id == device.id)
+            )
+            or 0
+        )
+
+
+def _route_answer(world: World, device: EnrolledDevice) -> bytes:
+    """The route's own answer to a fresh signed poll, bypassing the fast path."""
+    app = world.community.app
+    return device_routes._poll_transaction(
+        app.state.sessionmaker,
+        app.state.settings,
+        app.state.clock,
+        _headers(world, device),  # type: ignore[arg-type]
+        POLL,
+        b"",
+    )
+
+
+def _delivered_world(community: Community) -> tuple[World, EnrolledDevice]:
+    world = make_world(community)
+    device = world.located_device(community.person(Role.resident), 10, 10)
+    world.open_request()
+    assert len(world.device_asks(device)) == 1  # the first delivery, logged by the route
+    return world, device
+
+
+@pytest.mark.postgresql_only  # the fast path serves PostgreSQL; SQLite polls take the route
+def test_a_steady_poll_is_answered_as_the_route_answers_it(
+    community: Community, client: TestClient, clock: Clock
+) -> None:
+    world, device = _delivered_world(community)
+    idle = community.enrol_device(community.person(Role.resident), name="idle")
+    before = _nonces(community, device)
+
+    answered = _fast_poll(community, _headers(world, device))
+    assert not answered.passed_on
+    assert answered.messages[0]["status"] == 200
+    assert dict(answered.messages[0]["headers"])[b"content-type"] == b"application/json"
+    assert answered.body == _route_answer(world, device)
+    assert _nonces(community, device) == before + 2  # its own and the route's
+
+    # No asks at all: "[]", as from the route; the first poll of a device sets last_seen_at.
+    none = _fast_poll(community, _headers(world, idle))
+    assert not none.passed_on and none.body == b"[]"
+    with community.session() as session:
+        assert session.scalar(select(Device.last_seen_at).where(Device.id == idle.id))
+
+    # The cached JSON of an ask follows its row: a closed request shows as closed.
+    asks = world.device_asks(device)
+    ask_id, request_id = asks[0]["ask_id"], asks[0]["request"]["id"]
+    assert world.consent(device, ask_id, request_id, ["c-1"]).status_code == 200
+    consented = _fast_poll(community, _headers(world, device))
+    assert not consented.passed_on
+    assert consented.body == _route_answer(world, device)
+    assert b'"consented"' in consented.body
+
+
+@pytest.mark.postgresql_only
+def test_a_consented_ask_lists_uploaded_clips_as_the_route_does(
+    community: Community, client: TestClient
+) -> None:
+    world, device = _delivered_world(community)
+    ask = world.device_asks(device)[0]
+    shared = world.clip("clip-1")
+    assert world.consent(device, ask["ask_id"], ask["request"]["id"], ["clip-1"]).status_code == 200
+    assert world.upload(device, ask["ask_id"], shared).status_code == 201
+    answered = _fast_poll(community, _headers(world, device))
+    assert not answered.passed_on
+    assert b'"uploaded_clip_ids":["clip-1"]' in answered.body
+    assert answered.body == _route_answer(world, device)
+
+
+@pytest.mark.postgresql_only
+def test_every_other_call_is_passed_on_untouched(
+    community: Community, client: TestClient, settings: Settings
+) -> None:
+    world = make_world(community)
+    device = world.located_device(community.person(Role.resident), 10, 10)
+    world.open_request()
+    before = _nonces(community, device)
+
+    # A first delivery is the route's (it logs ask:deliver with a durable commit).
+    first = _fast_poll(community, _headers(world, device))
+    assert first.passed_on and first.messages == []
+    assert _nonces(community, device) == before
+    world.device_asks(device)
+    before = _nonces(community, device)
+
+    forged = _headers(world, device)
+    forged["X-Porchlight-Signature"] = _headers(world, device)["X-Porchlight-Signature"]
+    wrong_credential = {**_headers(world, device), "Authorization": "Device dev_wrong"}
+    stale = community.device_headers(
+        device, "GET", POLL, timestamp=world.stamp() - settings.device_clock_skew_seconds - 5
+    )
+    unknown = {**_headers(world, device), "X-Porchlight-Device": "999999"}
+    huge = {**_headers(world, device), "X-Porchlight-Device": "9" * 30}
+    for headers in (forged, wrong_credential, stale, unknown, huge, {}):
+        refused = _fast_poll(community, headers)
+        assert refused.passed_on and refused.messages == []
+    # A query string, a body or a repeated header: the route reads those.
+    signed = _headers(world, device)
+    assert _fast_poll(community, signed, query_string=b"x=1").passed_on
+    with_body = {**signed, "Content-Length": "2"}
+    assert _fast_poll(community, with_body).passed_on
+    repeated = _fast_poll(
+        community,
+        signed,
+        headers=[(k.lower().encode(), v.encode()) for k, v in signed.items()]
+        + [(b"x-porchlight-nonce", b"0" * 32)],
+    )
+    assert repeated.passed_on
+    assert _nonces(community, device) == before  # none of them burned a nonce
+
+    # No idle pooled connection: the loop does not wait for one; the route does.
+    engine = community.app.state.engine
+    held = []
+    while engine.pool.checkedin():
+        held.append(engine.raw_connection())
+    try:
+        assert _fast_poll(community, signed).passed_on
+    finally:
+        for connection in held:
+            connection.close()
+    assert _nonces(community, device) == before
+
+    # A replay: burned once here, then passed on; the route refuses it.
+    once = _fast_poll(community, signed)
+    assert not once.passed_on
+    again = _fast_poll(community, signed)
+    assert again.passed_on
+    replay = client.get(POLL, headers=signed)
+    assert replay.status_code == 401 and "replayed" in replay.json()["message"]
+    assert _nonces(community, device) == before + 1
+
+
+@pytest.mark.postgresql_only
+def test_a_locked_device_row_is_left_to_the_route(
+    community: Community, client: TestClient, clock: Clock, database_url: str
+) -> None:
+    world, device = _delivered_world(community)
+    clock.advance(seconds=61)  # last_seen_at is due: the poll updates the device row
+    before = _nonces(community, device)
+    other = create_engine(database_url)
+    try:
+        with other.connect() as holder:
+            # A transaction holding the row (as a revocation waiting for the log would).
+            holder.execute(text("SELECT 1 FROM devices WHERE id = :d FOR UPDATE"), {"d": device.id})
+            answered = _fast_poll(community, _headers(world, device))
+            assert answered.passed_on  # after the lock timeout, not after the holder ends
+            assert _nonces(community, device) == before
+            holder.rollback()
+    finally:
+        other.dispose()
+    # The connection it used is sound again: the next poll is answered here.
+    assert not _fast_poll(community, _headers(world, device)).passed_on
+    assert _nonces(community, device) == before + 1
+
+
+@pytest.mark.postgresql_only
+def test_the_settings_are_local_to_the_poll(community: Community, client: TestClient) -> None:
+    world, device = _delivered_world(community)
+    assert not _fast_poll(community, _headers(world, device)).passed_on
+    engine = community.app.state.engine
+    with engine.connect() as connection:
+        assert connection.scalar(text("SHOW synchronous_commit")) == "on"
+        assert connection.scalar(text("SHOW lock_timeout")) == "0"
+        assert connection.connection.driver_connection.autocommit is False
+
+
+def _terminate_others(url: Any) -> None:
+    """End every other session on the database, as a PostgreSQL restart would."""
+    killer = create_engine(url)
+    others = text(
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    try:
+        with killer.connect() as connection:
+            for pid in connection.scalars(others).all():
+                connection.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            deadline = time.monotonic() + 10
+            while connection.scalars(others).all() and time.monotonic() < deadline:
+                time.sleep(0.02)
+    finally:
+        killer.dispose()
+
+
+@pytest.mark.postgresql_only
+def test_a_connection_the_server_closed_is_not_handed_out(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        for _ in range(3):
+            with engine.connect() as connection:
+                first = connection.scalar(text("SELECT pg_backend_pid()"))
+            _terminate_others(engine.url)
+            # Without a check at checkout this would fail: the pooled session is gone.
+            with engine.connect() as connection:
+                assert connection.scalar(text("SELECT pg_backend_pid()")) != first
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgresql_only
+def test_the_fast_path_recovers_from_a_lost_server(
+    community: Community, client: TestClient
+) -> None:
+    world, device = _delivered_world(community)
+    _terminate_others(community.app.state.engine.url)
+    assert not _fast_poll(community, _headers(world, device)).passed_on
+    assert client.get("/healthz").status_code == 200
