@@ -53,7 +53,9 @@ from app.requests.models import Ask
 from porchlight.client import device_signing_message
 
 POLL_PATH = "/api/device/asks"
-_ASK_CACHE_SIZE = 32768
+# Asks' JSON kept per worker (a few KiB each with its row): one open ask each for 16,384
+# devices; past that it starts again empty.
+_ASK_CACHE_SIZE = 16384
 
 _DEVICES = cast(Table, Device.__table__)
 _NONCES = cast(Table, DeviceNonce.__table__)

@@ -236,11 +236,25 @@ def test_a_locked_device_row_is_left_to_the_route(
 def test_the_settings_are_local_to_the_poll(community: Community, client: TestClient) -> None:
     world, device = _delivered_world(community)
     assert not _fast_poll(community, _headers(world, device)).passed_on
+    # Every idle pooled connection, the one the poll used among them, is as it was.
     engine = community.app.state.engine
-    with engine.connect() as connection:
-        assert connection.scalar(text("SHOW synchronous_commit")) == "on"
-        assert connection.scalar(text("SHOW lock_timeout")) == "0"
-        assert connection.connection.driver_connection.autocommit is False
+    held = []
+    while engine.pool.checkedin():
+        held.append(engine.raw_connection())
+    try:
+        assert held
+        for pooled in held:
+            connection = pooled.driver_connection
+            assert connection.autocommit is False
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW synchronous_commit")
+                assert cursor.fetchone() == ("on",)
+                cursor.execute("SHOW lock_timeout")
+                assert cursor.fetchone() == ("0",)
+            connection.rollback()
+    finally:
+        for pooled in held:
+            pooled.close()
 
 
 def _terminate_others(url: Any) -> None:
