@@ -174,7 +174,9 @@ def test_verify_over_http_reads_level0_tiles_only_to_name_a_bad_entry(
     assert main([*args, "--state", str(tmp_path / "b.json"), "--all-tiles"]) != 0
     err = capsys.readouterr().err
     assert "tile tile/0/001 is corrupt: its hash for entry 263 does not match" in err
-    assert len(_tile_requests(server, "0")) == 3
+    # It stops at the first corrupt tile and drops reads still queued, so how many of the
+    # other level-0 tiles were fetched by then depends on timing; the corrupt one always was.
+    assert "/log/tile/0/001" in _tile_requests(server, "0")
     # Without it the entries, which the signed root vouches for, are what is verified.
     assert main([*args, "--state", str(tmp_path / "c.json")]) == 0
     tile.write_bytes(original)
