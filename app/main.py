@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import api_docs
 from app import scheduler as request_scheduler
 from app.accounts import routes as accounts_routes
 from app.accounts.passwords import make_hasher
@@ -127,6 +128,10 @@ def create_app(
         version="0.1.0",
         description="Community server: warrant-and-consent footage requests and a verifiable log.",
         lifespan=lifespan,
+        # FastAPI's explorer pages load their scripts from a public CDN; app/api_docs.py
+        # serves the explorer from this server instead.
+        docs_url=None,
+        redoc_url=None,
     )
     # Routes added straight on the app also get one transaction per request.
     app.router.route_class = TransactionRoute
@@ -157,6 +162,7 @@ def create_app(
         return {"status": "ok"}
 
     for router in (
+        api_docs.router,
         accounts_routes.router,
         agencies_routes.router,
         devices_routes.router,

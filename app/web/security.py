@@ -22,8 +22,6 @@ HEADERS: list[tuple[bytes, bytes]] = [
     ),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
-# FastAPI's own API explorer loads its script from a CDN; it keeps the other headers.
-_NO_CSP_PATHS = ("/docs", "/redoc")
 
 
 class SecurityHeadersMiddleware:
@@ -34,15 +32,12 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
-        with_csp = not path.startswith(_NO_CSP_PATHS)
-
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 headers.extend(h for h in HEADERS if h[0] not in present)
-                if with_csp and b"content-security-policy" not in present:
+                if b"content-security-policy" not in present:
                     headers.append(
                         (b"content-security-policy", CONTENT_SECURITY_POLICY.encode("ascii"))
                     )

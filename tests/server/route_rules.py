@@ -19,8 +19,7 @@ Rule = frozenset[Role] | str
 ROUTE_RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
-    ("GET", "/docs/oauth2-redirect"): PUBLIC,
-    ("GET", "/redoc"): PUBLIC,
+    ("GET", "/docs/assets/{name}"): PUBLIC,
     ("GET", "/openapi.json"): PUBLIC,
     # footage requests (app/requests, app/policy)
     ("GET", "/api/policy"): SIGNED_IN,

@@ -17,7 +17,7 @@ from tests.server.factories import Community, Person
 from tests.server.route_rules import PUBLIC, ROUTE_RULES
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
-NOT_PAGES = ("/api/", "/log/", "/docs", "/redoc", "/openapi.json", "/healthz", "/static/")
+NOT_PAGES = ("/api/", "/log/", "/docs", "/openapi.json", "/healthz", "/static/")
 
 
 def _is_page(path: str) -> bool:
