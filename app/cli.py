@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from porchlight.cli import CommandError
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from app.settings import Settings
 
 
@@ -125,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     # tasks (checkpoint publisher, deadline scheduler) run in every worker: both are written
     # to tolerate several processes (row locks with SKIP LOCKED, idempotent steps).
     uvicorn.run(
-        "app.main:create_app",
+        "app.cli:worker_app",
         factory=True,
         workers=args.workers,
         host=args.host,
@@ -133,6 +135,34 @@ def _run(args: argparse.Namespace) -> int:
         log_level="info",
     )
     return 0
+
+
+def _die_with_parent() -> None:
+    """Have the kernel stop this worker (SIGTERM) when the `server run` process that started
+    it dies, even by SIGKILL: otherwise orphaned workers would go on serving the port with
+    nobody supervising them, and a restart would find it taken."""
+    import ctypes
+    import multiprocessing
+    import signal
+
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent.pid:
+        # The parent died before the request took effect: nobody would send the signal.
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def worker_app() -> FastAPI:
+    """The app factory of each `server run --workers N` process (N > 1)."""
+    from app.main import create_app
+
+    _die_with_parent()
+    return create_app()
 
 
 def _read_password(path: str | None) -> str:

@@ -110,3 +110,61 @@ def test_admin_and_invite_commands(tmp_path: Path) -> None:
     )
     assert bad_settings.returncode == 1
     assert "invalid server settings" in bad_settings.stderr
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_workers_stop_when_the_server_process_is_killed(tmp_path: Path) -> None:
+    # `kill -9` of `server run` must not leave its workers serving the port unsupervised.
+    port = free_port()
+    process = subprocess.Popen(
+        [*PORCHLIGHT, "server", "run", "--port", str(port), "--workers", "2"],
+        cwd=REPO,
+        env=_env(tmp_path / "data"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.2)
+        workers = {
+            pid
+            for pid in _children(process.pid)
+            if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            and b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        }
+        assert len(workers) == 2
+        process.kill()
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "workers still running after the parent died"
+            time.sleep(0.1)
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            raise AssertionError("something still answers on the port")
+        except httpx.TransportError:
+            pass
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
