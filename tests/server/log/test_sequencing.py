@@ -22,6 +22,7 @@ from app.db import make_engine, make_sessionmaker, utcnow
 from app.log import checkpoints, tree
 from app.log.models import LogCheckpoint, LogTreeNode
 from app.migrate import downgrade, upgrade
+from app.settings import Settings
 from porchlight.tlog.checkpoint import open_checkpoint
 from porchlight.tlog.merkle import (
     complete_levels,
@@ -38,6 +39,21 @@ from tests.server.log.helpers import auditor_token, integrate_log, signer_for
 
 WRITERS = 12
 PER_WRITER = 40
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """The test app's own integrator and publisher never run (they would race the tests,
+    which integrate by hand and look at what is pending in between); at start-up the app
+    still integrates and publishes once."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        argon2_time_cost=1,
+        argon2_memory_kib=1024,
+        log_integrate_interval_seconds=86400,
+        log_checkpoint_interval_seconds=86400,
+    )
 
 
 def _log(
