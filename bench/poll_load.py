@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import queue
 import random
 import time
 from dataclasses import dataclass
@@ -233,7 +234,16 @@ def run(
     barrier.wait()
     start_box.value = time.time() + 0.2
     barrier.wait()
-    outcomes = [results.get() for _ in workers]
+    outcomes = []
+    while len(outcomes) < len(workers):
+        try:
+            outcomes.append(results.get(timeout=1.0))
+        except queue.Empty:
+            # A load process that died (e.g. the server reset its connections) puts nothing:
+            # say so instead of waiting for ever.
+            failed = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+            if failed:
+                raise RuntimeError(f"load process failed ({failed[0]})") from None
     for worker in workers:
         worker.join()
         if worker.exitcode != 0:

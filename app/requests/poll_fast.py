@@ -4,28 +4,30 @@ Every camera polls every few seconds, so this is the busiest call in the system,
 every poll is the same: an authenticated device whose asks have all been delivered before.
 For that poll, FastAPI's middleware, routing and request machinery, a worker-thread hop and
 SQLAlchemy's session and statement machinery cost several times the database work. This ASGI
-middleware answers it with two statements on a pooled connection in autocommit mode, run on
-the event loop (each an index lookup on a local database; the second may wait for a row lock
-at most 20 ms; with no idle pooled connection the route answers, rather than the loop waiting
-for one):
+middleware answers it on the event loop with ONE statement on a pooled connection in
+autocommit mode (with no idle pooled connection the route answers, rather than the loop
+waiting for one):
 
-1. read the device's key, credential hash, revocation and last_seen_at, and its open asks
-   with everything a device is shown (one round trip; writes nothing);
-2. after the credential, the signature and the clock are checked exactly as
-   `app.devices.service.check_call` checks them: burn the nonce and, at most once a minute,
-   refresh last_seen_at, in one statement (one atomic implicit transaction), committed
-   without waiting for the disk (`devices.make_durable` says why a poll that changes nothing
-   else may).
+1. the credential, the signature and the clock are checked first, in Python, exactly as
+   `app.devices.service.check_call` checks them, against the device's key and credential
+   hash kept per worker (`_Keys`): both are written once, at enrolment, and never change. A
+   device not yet kept is read with its neighbours by id (one range scan per 128 ids);
+2. one statement (a data-modifying WITH) reads the device's open asks, burns the nonce only
+   if the device row still has that key and credential hash, is not revoked and has no ask
+   awaiting its first delivery, refreshes last_seen_at at most once a minute, and returns the
+   asks (with their uploaded clips) only if the nonce was burned. It commits without waiting
+   for the disk (`devices.make_durable` says why a poll that changes nothing else may); a
+   lock wait longer than 20 ms stops it. Revocation is never kept: every poll reads it.
 
 Only that success is answered here. Anything else goes on, untouched, to the route in
 app/requests/device_routes.py, which answers it as it always has, in one transaction: a
-refusal of any kind (nothing is burned here before every check has passed, so the route sees
-the call exactly as sent; a replay reaches it after statement 2 found the nonce used), a first
-delivery (logged `ask:deliver` with a durable commit), a query string or a body, SQLite, and
-any database error (the connection is dropped). The route also documents the call in the
-OpenAPI schema. The body is built by the route's own builder (`asks.device_ask_json`), byte
-for byte; an ask's JSON depends only on its row, so it is kept per row and rebuilt when any
-column changes.
+refusal of any kind (nothing is burned unless every check has passed, so the route sees the
+call exactly as sent; a replay reaches it after the statement found the nonce used), a
+revoked or unknown device, a first delivery (logged `ask:deliver` with a durable commit), a
+query string or a body, SQLite, and any database error (the connection is dropped). The route
+also documents the call in the OpenAPI schema. The body is built by the route's own builder
+(`asks.device_ask_json`), byte for byte; an ask's JSON depends only on its row, so it is kept
+per row and rebuilt when any column changes.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from typing import Any, NamedTuple, cast
 
 import psycopg
 from cryptography.exceptions import InvalidSignature
-from sqlalchemy import Engine, Select, Table, bindparam, select
+from sqlalchemy import Engine, Select, Table, bindparam, case, func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
@@ -47,9 +50,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import tokens
 from app.devices import service as devices
-from app.devices.models import Device, DeviceNonce
+from app.devices.models import Device
 from app.requests import asks
-from app.requests.models import Ask
+from app.requests.models import Ask, SharedClip
 from porchlight.client import device_signing_message
 
 POLL_PATH = "/api/device/asks"
@@ -58,8 +61,8 @@ POLL_PATH = "/api/device/asks"
 _ASK_CACHE_SIZE = 16384
 
 _DEVICES = cast(Table, Device.__table__)
-_NONCES = cast(Table, DeviceNonce.__table__)
 _ASKS = cast(Table, Ask.__table__)
+_SHARED = cast(Table, SharedClip.__table__)
 
 
 class _Compiled(NamedTuple):
@@ -72,41 +75,80 @@ def _compile(statement: Any, dialect: Dialect) -> _Compiled:
     return _Compiled(str(compiled), dict(compiled.params))
 
 
-def _caller_and_asks() -> Select[Any]:
-    """The device and its open asks, one row per ask (ask columns NULL when it has none)."""
-    d = _DEVICES.c
-    # A plain outer join on the route's conditions: PostgreSQL's generic plan for it is as
-    # cheap as for the route's query, so the prepared statement is not planned per call.
+def _open_asks() -> Select[Any]:
+    """The device's open asks, each with its uploaded clips (NULL for none) and created_at."""
+    a, shared = _ASKS.c, _SHARED.c
+    # As asks.uploaded_clip_ids: only a consented ask has clips (a pending one, every steady
+    # poll's case, runs no subquery), those not purged, by clip id.
+    uploaded = (
+        select(func.array_agg(aggregate_order_by(shared.clip_id, shared.clip_id)))
+        .where(shared.ask_id == a.id, shared.purged_at.is_(None))
+        .scalar_subquery()
+    )
     return (
-        select(d.public_key, d.credential_hash, d.revoked_at, d.last_seen_at)
-        .add_columns(*asks.device_ask_columns(), _ASKS.c.created_at.label("created_at"))
-        .select_from(_DEVICES.outerjoin(asks.device_ask_joins(), asks.open_asks_of(d.id)))
-        .where(d.id == bindparam("device_id"))
-        .order_by(_ASKS.c.created_at, _ASKS.c.id)
+        select(*asks.device_ask_columns())
+        .add_columns(
+            case((a.state == "consented", uploaded)).label("uploaded"),
+            a.created_at.label("created_at"),
+        )
+        .select_from(asks.device_ask_joins())
+        .where(asks.open_asks_of(bindparam("device_id")))
     )
 
 
-# Burn the nonce and, when asked, touch last_seen_at; returns one row iff the nonce was new.
-# Data-modifying WITH queries run to completion whether or not the SELECT reads them. The
-# settings are local to this statement's implicit transaction; lock_timeout is set by the
-# row the INSERT reads, so before any lock wait. A lock wait longer than 20 ms (a concurrent
-# call carrying the same nonce, or a transaction holding the device's row, e.g. a revocation
-# waiting for the log) stops the statement: the event loop must not wait on it, so the route
-# then answers the call on a worker thread.
-_BURN_SQL = """
-WITH burned AS (
+# The poll's one statement. The nonce is burned only if the device row has the key and the
+# credential hash the call was checked against, is not revoked, and has no ask awaiting its
+# first delivery; then last_seen_at is refreshed if due, and the open asks come back (one row
+# with NULL ask columns for none). No row: nothing was written, the route answers. Data-
+# modifying WITH queries run to completion whether or not the SELECT reads them; open_asks,
+# read twice, is computed once, so the asks returned are those the burn's condition saw.
+# The settings are local to this statement's implicit transaction; lock_timeout is set by
+# the row the INSERT reads, so before any lock wait. A lock wait longer than 20 ms (a
+# concurrent call carrying the same nonce, or a transaction holding the device's row, e.g. a
+# revocation waiting for the log) stops the statement: the event loop must not wait on it, so
+# the route then answers the call on a worker thread.
+_POLL_SQL = """
+WITH open_asks AS (
+    {open_asks}
+), burned AS (
     INSERT INTO device_nonces (device_id, nonce, seen_at)
-    SELECT %(device_id)s, %(nonce)s, %(now)s
-    FROM (SELECT set_config('lock_timeout', '20ms', true),
+    SELECT caller.id, %(nonce)s, %(now)s
+    FROM devices AS caller,
+         (SELECT set_config('lock_timeout', '20ms', true),
                  set_config('synchronous_commit', 'off', true)) AS settings
+    WHERE caller.id = %(device_id)s
+      AND caller.public_key = %(public_key)s
+      AND caller.credential_hash = %(credential_hash)s
+      AND caller.revoked_at IS NULL
+      AND NOT EXISTS (SELECT FROM open_asks WHERE open_asks.delivered_at IS NULL)
     ON CONFLICT DO NOTHING
     RETURNING device_id
 ), touched AS (
     UPDATE devices SET last_seen_at = %(now)s
-    WHERE %(touch)s AND id IN (SELECT device_id FROM burned)
+    WHERE id IN (SELECT device_id FROM burned)
+      AND (last_seen_at IS NULL OR last_seen_at <= %(seen_before)s)
 )
-SELECT device_id FROM burned
+SELECT open_asks.* FROM burned LEFT JOIN open_asks ON true
+ORDER BY open_asks.created_at, open_asks.id
 """
+
+# Key material is read for this many consecutive device ids at once (one range scan), so a
+# worker that starts among 10,000 polling devices reads it in ~80 statements, not 10,000.
+_KEY_BLOCK = 128
+# Devices' key material kept per worker (a few hundred bytes each); past that it starts again.
+_KEY_CACHE_SIZE = 65536
+_KEYS_SQL = (
+    "SELECT id, public_key, credential_hash FROM devices "
+    "WHERE id >= %(first)s AND id < %(first)s + %(count)s"
+)
+
+
+class _Keys(NamedTuple):
+    """A device's verification material: written at enrolment, never changed (service.enrol)."""
+
+    public_key: bytes
+    credential_hash: str
+
 
 _HEADERS = {
     b"authorization": 0,
@@ -190,8 +232,8 @@ class DevicePolls:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._engine: Engine | None = None
-        self._caller: _Compiled | None = None
-        self._clips: _Compiled | None = None
+        self._poll_statement: _Compiled | None = None
+        self._keys: dict[int, _Keys] = {}
         self._ask_json: dict[tuple[Any, ...], bytes] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -220,12 +262,15 @@ class DevicePolls:
             return None
         if self._engine is not engine:
             self._prepare(engine)
+        now: datetime = state.clock()
+        keys = self._keys.get(call.device_id)
+        if keys is not None and not _checked(call, keys, state.settings, now):
+            return None  # refused: the route says why, exactly as it always has
         pool = engine.pool
         if isinstance(pool, QueuePool) and pool.checkedin() == 0:
             # No idle connection: taking one could mean waiting for a worker thread to return
             # one, or connecting, on the event loop; the route waits on a worker thread instead.
             return None
-        now: datetime = state.clock()
         try:
             pooled = engine.raw_connection()
         except DBAPIError:
@@ -234,7 +279,12 @@ class DevicePolls:
         try:
             connection.autocommit = True
             try:
-                body = self._poll(connection, state.settings.device_clock_skew_seconds, call, now)
+                with connection.cursor() as cursor:
+                    if keys is None:
+                        keys = self._read_keys(cursor, call.device_id)
+                        if keys is None or not _checked(call, keys, state.settings, now):
+                            return None
+                    rows = self._poll(cursor, call, keys, now)
             finally:
                 connection.autocommit = False
         except psycopg.Error:
@@ -244,85 +294,95 @@ class DevicePolls:
             return None
         finally:
             pooled.close()
-        return body
+        if rows is None:
+            return None
+        return b"[" + b",".join(self._json(row) for row in rows) + b"]"
 
     def _prepare(self, engine: Engine) -> None:
-        statement = _caller_and_asks()
+        statement = _open_asks()
         names = tuple(column.name for column in statement.selected_columns)
-        assert names[4:] == _ASK_COLUMNS, names
-        self._caller = _compile(statement, engine.dialect)
-        self._clips = _compile(asks.UPLOADED_CLIPS, engine.dialect)
+        assert names == _ASK_COLUMNS, names
+        open_asks = _compile(statement, engine.dialect)
+        self._poll_statement = _Compiled(
+            _POLL_SQL.format(open_asks=open_asks.sql.replace("\n", "\n    ")), open_asks.params
+        )
         self._engine = engine
+        self._keys.clear()
         self._ask_json.clear()
 
+    def _read_keys(self, cursor: psycopg.Cursor[Any], device_id: int) -> _Keys | None:
+        """Read and keep the key material of the block of ids `device_id` is in."""
+        cursor.execute(
+            _KEYS_SQL, {"first": device_id - device_id % _KEY_BLOCK, "count": _KEY_BLOCK}
+        )
+        rows = cursor.fetchall()
+        if len(self._keys) + len(rows) > _KEY_CACHE_SIZE:
+            self._keys.clear()
+        for id_, public_key, credential_hash in rows:
+            self._keys[id_] = _Keys(bytes(public_key), credential_hash)
+        return self._keys.get(device_id)
+
     def _poll(
-        self, connection: psycopg.Connection[Any], skew: int, call: _Call, now: datetime
-    ) -> bytes | None:
-        assert self._caller is not None
-        with connection.cursor() as cursor:
-            cursor.execute(self._caller.sql, {**self._caller.params, "device_id": call.device_id})
-            rows = cursor.fetchall()
-            if not rows:
-                return None
-            public_key, credential_hash, revoked_at, last_seen_at = rows[0][:4]
-            if revoked_at is not None or not hmac.compare_digest(
-                credential_hash, tokens.digest(call.credential)
-            ):
-                return None
-            message = device_signing_message("GET", POLL_PATH, call.stamp, call.nonce)
-            try:
-                devices.verifier(bytes(public_key)).verify(call.signature, message)
-            except InvalidSignature:
-                return None
-            sent_at = datetime.fromtimestamp(int(call.stamp), UTC)
-            if abs(sent_at - now) > timedelta(seconds=skew):
-                return None
-            ask_rows = [row[4:] for row in rows if row[4] is not None]
-            # delivered_at is the ask row's fourth column: a first delivery is logged by the route.
-            if any(row[3] is None for row in ask_rows):
-                return None
-            # Every read comes before the write: once the nonce is burned, nothing may fail.
-            parts = [(row, self._uploaded(cursor, row)) for row in ask_rows]
-            touch = last_seen_at is None or now - last_seen_at >= devices.LAST_SEEN_RESOLUTION
-            cursor.execute(
-                _BURN_SQL,
-                {"device_id": call.device_id, "nonce": call.nonce, "now": now, "touch": touch},
-            )
-            if cursor.fetchone() is None:
-                return None  # replayed: the route refuses it
-        return b"[" + b",".join(self._json(row, uploaded) for row, uploaded in parts) + b"]"
+        self, cursor: psycopg.Cursor[Any], call: _Call, keys: _Keys, now: datetime
+    ) -> list[tuple[Any, ...]] | None:
+        """Burn the nonce and read the open asks (one statement); None if nothing was burned."""
+        statement = self._poll_statement
+        assert statement is not None
+        cursor.execute(
+            statement.sql,
+            {
+                **statement.params,
+                "device_id": call.device_id,
+                "nonce": call.nonce,
+                "now": now,
+                "seen_before": now - devices.LAST_SEEN_RESOLUTION,
+                "public_key": keys.public_key,
+                "credential_hash": keys.credential_hash,
+            },
+        )
+        rows = cursor.fetchall()
+        if not rows:
+            return None  # replayed, revoked, unknown, a first delivery, ...: the route's
+        if rows[0][0] is None:
+            return []  # no open asks (the LEFT JOIN's one row)
+        return rows
 
-    def _uploaded(self, cursor: psycopg.Cursor[Any], row: Sequence[Any]) -> tuple[str, ...]:
-        # As asks.uploaded_clip_ids: only a consented ask has clips (a pending one, every
-        # steady poll's case, needs no query).
-        if row[1] != "consented":
-            return ()
-        assert self._clips is not None
-        cursor.execute(self._clips.sql, {**self._clips.params, "ask_id": row[0]})
-        return tuple(clip_id for (clip_id,) in cursor.fetchall())
-
-    def _json(self, row: Sequence[Any], uploaded: tuple[str, ...]) -> bytes:
-        key = (*row, uploaded)
+    def _json(self, row: Sequence[Any]) -> bytes:
+        key = (*row[:-2], *(row[-2] or ()))
         cached = self._ask_json.get(key)
         if cached is None:
             if len(self._ask_json) >= _ASK_CACHE_SIZE:
                 self._ask_json.clear()
-            cached = asks.device_ask_json(_ask_row(row), uploaded)
+            cached = asks.device_ask_json(_ask_row(row), tuple(row[-2] or ()))
             self._ask_json[key] = cached
         return cached
 
 
-# The asks part of a row of _caller_and_asks, column by column (checked in _prepare).
+def _checked(call: _Call, keys: _Keys, settings: Any, now: datetime) -> bool:
+    """The credential, the signature and the clock, checked as `devices.check_call` checks them."""
+    if not hmac.compare_digest(keys.credential_hash, tokens.digest(call.credential)):
+        return False
+    message = device_signing_message("GET", POLL_PATH, call.stamp, call.nonce)
+    try:
+        devices.verifier(keys.public_key).verify(call.signature, message)
+    except InvalidSignature:
+        return False
+    sent_at = datetime.fromtimestamp(int(call.stamp), UTC)
+    return abs(sent_at - now) <= timedelta(seconds=settings.device_clock_skew_seconds)
+
+
+# The columns of a row of _open_asks (checked in _prepare): delivered_at is the fourth.
 _ASK_COLUMNS = (
     *("id", "state", "deadline", "delivered_at", "receipt", "request_id"),
     *_AskRow._fields[5:],
+    "uploaded",
     "created_at",
 )
 _TIMES = {_AskRow._fields.index(name) for name in ("deadline", "window_start", "window_end")}
 
 
 def _ask_row(row: Sequence[Any]) -> _AskRow:
-    values = [value for at, value in enumerate(row[:-1]) if at != 3]  # not delivered_at
+    values = [value for at, value in enumerate(row[:-2]) if at != 3]  # not delivered_at
     for at in _TIMES:
         # The driver gives the session's time zone; the ORM types give UTC.
         values[at] = values[at].astimezone(UTC)

@@ -8,9 +8,10 @@ import asyncio
 import time
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, select, text, update
 from starlette.types import Message, Receive, Scope, Send
 
 from app.db import make_engine
@@ -36,8 +37,14 @@ class Answered:
         return b"".join(m.get("body", b"") for m in self.messages[1:])
 
 
-def _fast_poll(community: Community, signed: dict[str, str], **scope: Any) -> Answered:
-    """One call through the real middleware; the app behind it only records being reached."""
+def _fast_poll(
+    community: Community,
+    signed: dict[str, str],
+    polls: Any = None,
+    **scope: Any,
+) -> Answered:
+    """One call through the real middleware (`polls`: one kept across calls, with what it keeps
+    per worker; by default a new one); the app behind it only records being reached."""
     answered = Answered()
 
     async def behind(_scope: Scope, _receive: Receive, _send: Send) -> None:
@@ -59,7 +66,9 @@ def _fast_poll(community: Community, signed: dict[str, str], **scope: Any) -> An
         "app": community.app,
         **scope,
     }
-    asyncio.run(poll_fast.DevicePolls(behind)(call, receive, send))
+    middleware = poll_fast.DevicePolls(behind) if polls is None else polls
+    middleware.app = behind
+    asyncio.run(middleware(call, receive, send))
     return answered
 
 
@@ -298,3 +307,105 @@ def test_the_fast_path_recovers_from_a_lost_server(
     _terminate_others(community.app.state.engine.url)
     assert not _fast_poll(community, _headers(world, device)).passed_on
     assert client.get("/healthz").status_code == 200
+
+
+class _Statements:
+    """Counts the statements psycopg sends (every cursor's execute)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        execute = psycopg.Cursor.execute
+
+        def counted(cursor: Any, *args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return execute(cursor, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+
+
+@pytest.mark.postgresql_only
+def test_a_steady_poll_is_one_statement_once_the_key_is_kept(
+    community: Community, client: TestClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world, device = _delivered_world(community)
+    polls = poll_fast.DevicePolls(None)  # type: ignore[arg-type]
+    statements = _Statements(monkeypatch)
+    first = _fast_poll(community, _headers(world, device), polls)
+    assert not first.passed_on and statements.count == 2  # the key block, then the poll
+
+    def last_seen() -> Any:
+        with community.session() as session:
+            return session.scalar(select(Device.last_seen_at).where(Device.id == device.id))
+
+    for advance, refreshed in ((61, True), (30, False), (31, True)):
+        seen = last_seen()
+        statements.count = 0
+        clock.advance(seconds=advance)  # last_seen_at is refreshed by the same statement, if due
+        answered = _fast_poll(community, _headers(world, device), polls)
+        assert not answered.passed_on and statements.count == 1
+        assert answered.body == first.body
+        assert (last_seen() != seen) is refreshed
+    # A replay of a checked call: nothing burned or answered here, the route refuses it.
+    signed = _headers(world, device)
+    assert not _fast_poll(community, signed, polls).passed_on
+    before = _nonces(community, device)
+    assert _fast_poll(community, signed, polls).passed_on
+    assert _nonces(community, device) == before
+    replay = client.get(POLL, headers=signed)
+    assert replay.status_code == 401 and "replayed" in replay.json()["message"]
+
+
+@pytest.mark.postgresql_only
+def test_revocation_is_never_kept(community: Community, client: TestClient) -> None:
+    resident = community.person(Role.resident)
+    world = make_world(community)
+    device = world.located_device(resident, 10, 10)
+    polls = poll_fast.DevicePolls(None)  # type: ignore[arg-type]
+    assert not _fast_poll(community, _headers(world, device), polls).passed_on  # key kept
+    revoked = client.post(f"/api/devices/{device.id}/revoke", headers=community.auth(resident))
+    assert revoked.status_code == 200, revoked.text
+    before = _nonces(community, device)
+    signed = _headers(world, device)
+    # The very next poll: the statement reads the revocation, burns nothing, and the route
+    # refuses the call exactly as sent.
+    assert _fast_poll(community, signed, polls).passed_on
+    assert _nonces(community, device) == before
+    refused = client.get(POLL, headers=signed)
+    assert refused.status_code == 401
+    assert refused.json()["message"] == "device call not authenticated"
+
+
+@pytest.mark.postgresql_only
+def test_kept_key_material_must_match_the_device_row(
+    community: Community, client: TestClient
+) -> None:
+    world = make_world(community)
+    device = world.located_device(community.person(Role.resident), 10, 10)
+    polls = poll_fast.DevicePolls(None)  # type: ignore[arg-type]
+    assert not _fast_poll(community, _headers(world, device), polls).passed_on  # key kept
+    # A row that no longer has the kept credential hash (never done by the app: a guard):
+    # nothing is burned and the route decides.
+    with community.session() as session, session.begin():
+        session.execute(
+            update(Device).where(Device.id == device.id).values(credential_hash="0" * 64)
+        )
+    before = _nonces(community, device)
+    assert _fast_poll(community, _headers(world, device), polls).passed_on
+    assert _nonces(community, device) == before
+
+
+@pytest.mark.postgresql_only
+def test_a_device_enrolled_after_its_neighbours_were_read_is_answered(
+    community: Community, client: TestClient
+) -> None:
+    world = make_world(community)
+    resident = community.person(Role.resident)
+    first = world.located_device(resident, 10, 10)
+    polls = poll_fast.DevicePolls(None)  # type: ignore[arg-type]
+    assert not _fast_poll(community, _headers(world, first), polls).passed_on
+    unknown = {**_headers(world, first), "X-Porchlight-Device": str(first.id + 1)}
+    assert _fast_poll(community, unknown, polls).passed_on  # not enrolled yet: the route's
+    later = world.located_device(resident, 10, 10)
+    assert later.id // 128 == first.id // 128  # in the block read before
+    answered = _fast_poll(community, _headers(world, later), polls)
+    assert not answered.passed_on and answered.body == b"[]"
