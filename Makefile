@@ -4,8 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the suite drives as real peers: the age tool and a browser.
-DEBIAN_TEST_PACKAGES := age chromium nodejs npm
+# Debian packages the suite drives as real peers (the age tool, a browser) and GNU time,
+# which bench/seal.py runs each tool under (its smoke test runs in the suite).
+DEBIAN_TEST_PACKAGES := age chromium nodejs npm time
 
 .PHONY: run test lint venv system-deps browser-deps
 

@@ -28,16 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 
-from sqlalchemy import exists, insert, select, text
+from sqlalchemy import exists, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app.audit.models import LogHead, PendingEntry
 from app.log import tree
-from app.log.models import LogTreeNode
-from porchlight.tlog.merkle import append_leaves
 
 _logger = logging.getLogger(__name__)
 
@@ -68,11 +65,6 @@ _DROP_MOVED_SQLITE = text(
     'DELETE FROM log_pending WHERE seq IN (SELECT seq FROM log_entries WHERE "index" >= :size)'
 )
 # PostgreSQL: a batch's new tree nodes (about two per entry) as three arrays, one statement.
-_INSERT_NODES_POSTGRESQL = text(
-    'INSERT INTO log_tree_nodes (level, "index", hash)'
-    " SELECT * FROM unnest(CAST(:levels AS smallint[]), CAST(:indexes AS bigint[]),"
-    " CAST(:hashes AS bytea[]))"
-)
 _SET_SIZE = text("UPDATE log_head SET size = :size WHERE id = 1")
 
 
@@ -91,35 +83,13 @@ def integrate(session: Session, *, limit: int = BATCH, wait: bool = True) -> ran
     moved = sorted(connection.execute(_MOVE, {"size": size, "limit": limit}).all())
     if not moved:
         return range(size, size)
-    _store_nodes(session, size, [bytes(value) for _, _, value in moved])
+    tree.store_leaves(session, size, [bytes(value) for _, _, value in moved])
     if connection.dialect.name == "postgresql":
         connection.execute(_DROP_MOVED_POSTGRESQL, {"seqs": [seq for _, seq, _ in moved]})
     else:
         connection.execute(_DROP_MOVED_SQLITE, {"size": size})
     connection.execute(_SET_SIZE, {"size": size + len(moved)})
     return range(size, size + len(moved))
-
-
-def _store_nodes(session: Session, start: int, leaf_hashes: Sequence[bytes]) -> None:
-    """Store leaves start, start+1, ... and the inner nodes they complete (what
-    `app.log.tree.store_leaves` does), with one INSERT per batch on PostgreSQL."""
-    created = append_leaves(start, leaf_hashes, tree.node_reader(session))
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.execute(
-            _INSERT_NODES_POSTGRESQL,
-            {
-                "levels": [level for level, _, _ in created],
-                "indexes": [index for _, index, _ in created],
-                "hashes": [value for _, _, value in created],
-            },
-        )
-    else:
-        # SQLite: one executemany, a C loop in the driver.
-        connection.execute(
-            insert(LogTreeNode),
-            [{"level": level, "index": index, "hash": value} for level, index, value in created],
-        )
 
 
 def integrate_all(session: Session) -> int:

@@ -200,12 +200,11 @@ def test_proofs_read_outside_a_session_are_the_session_proofs(community: Communi
         connection.rollback()
 
 
+@pytest.mark.postgresql_only  # SQLite connections are always in autocommit mode
 def test_a_connection_lost_during_a_read_is_not_handed_out_again(community: Community) -> None:
     """PostgreSQL reads run in autocommit mode: a connection that broke meanwhile is dropped
     from the pool, and every connection the pool hands out later is a normal one."""
     engine = community.app.state.engine
-    if engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite connections are always in autocommit mode")
     with community.session() as session:
         fill(session, 10)
     with pytest.raises(psycopg.OperationalError), tree.RawReads(engine) as reads:
