@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from app import api_docs
 from app import scheduler as request_scheduler
@@ -77,6 +78,22 @@ def _render_http_error(request: Request, error: Exception) -> Response:
     )
 
 
+class PorchlightApp(FastAPI):
+    """The FastAPI app with its two hot paths in front of everything else.
+
+    Every camera polls every few seconds, and a full log verification reads thousands of entry
+    bundles: the steady device poll (app/requests/poll_fast.py) and the log's tile, bundle and
+    proof reads (app.log.routes.LogReads) are answered before Starlette's own middleware
+    stack (its error, exception and body-limit layers and ours) and before routing; anything
+    they do not answer goes on through that stack unchanged. The security headers wrap the
+    whole app, hot paths and error pages included.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return SecurityHeadersMiddleware(poll_fast.DevicePolls(log_routes.LogReads(stack)))
+
+
 def create_app(
     settings: Settings | None = None, clock: Callable[[], datetime] | None = None
 ) -> FastAPI:
@@ -123,7 +140,7 @@ def create_app(
             # What this process's requests appended gets its index before it exits.
             await log_integrator.integrate_safely(application.state.sessionmaker, wait=True)
 
-    app = FastAPI(
+    app = PorchlightApp(
         title="Porchlight",
         version="0.1.0",
         description="Community server: warrant-and-consent footage requests and a verifiable log.",
@@ -144,15 +161,10 @@ def create_app(
     app.state.clock = clock or utcnow
     app.state.clip_store = LocalClipStore(settings.data_dir / "clips")
     app.state.password_hasher = make_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
-    # Innermost middleware: the steady device poll, before routing (app/requests/poll_fast.py).
-    app.add_middleware(poll_fast.DevicePolls)
     app.add_exception_handler(AppError, _render_app_error)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
     app.add_exception_handler(StarletteHTTPException, _render_http_error)
-    # Innermost: the log's busiest reads answered before routing (app/log/routes.py).
-    app.add_middleware(log_routes.LogReads)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeadersMiddleware)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -571,7 +571,8 @@ def main() -> None:
             f"| {label}: {result.count} polls | {result.rate:,.0f} polls/s, p50 "
             f"{result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms{due}; CPU per poll: server "
             f"{server_ms:.2f} ms + PostgreSQL {database_ms:.2f} ms{late} "
-            "| >= 1,000/s, p99 < 50 ms |"
+            # The target is for the steady poll; a first delivery happens once per ask.
+            f"| {'' if label.startswith('first') else '>= 1,000/s, p99 < 50 ms'} |"
         )
     if not args.no_transfer:
         mb = moved["size"] / 1e6
