@@ -440,16 +440,16 @@ def run(kind: str, args: argparse.Namespace, scratch: Path) -> dict[str, str]:
             f"{batched.per_second:,.0f}"
         )
         results["  CPU ms/append, append_many"] = batched.cpu_row()
-        lifecycle = appends(
-            url, args.appends, args.processes, threads, data_dir=scratch / f"keys-{kind}"
-        )
+        # The server's data dir (its log key) from here on: the lifecycle appends publish
+        # checkpoints, and the proofs and the verification below check them with this key.
+        data_dir = scratch / f"data-{kind}"
+        lifecycle = appends(url, args.appends, args.processes, threads, data_dir=data_dir)
         results[f"lifecycle appends/s, {writers} writers, checkpoint per tx"] = (
             f"{lifecycle.per_second:,.0f}"
         )
         results[f"  CPU ms/append, lifecycle, {writers} writers"] = lifecycle.cpu_row()
         if args.appends_only:
             return results
-        data_dir = scratch / f"data-{kind}"
         settings = Settings(data_dir=data_dir, database_url=url)
         signer = load_or_create(settings)
         engine = make_engine(url)
