@@ -146,6 +146,25 @@ def track_backends(engine: Engine) -> list[int]:
     return pids
 
 
+def auditor_token(factory: sessionmaker[Session]) -> str:
+    """An API token of a new auditor: entry bundles are for auditors only, so verification
+    over HTTP runs with one."""
+    with factory() as session:
+        auditor = accounts.create_user(
+            session,
+            make_hasher(1, 1024),
+            username=f"bench-auditor-{uuid.uuid4().hex[:8]}",
+            password=secrets.token_urlsafe(18),
+            role=Role.auditor,
+            agency_id=None,
+            actor="system",
+            now=datetime.now(UTC),
+        )
+        _, token = accounts.create_api_token(session, auditor, "bench", datetime.now(UTC))
+        session.commit()
+    return token
+
+
 def process_cpu(pids: list[int]) -> float:
     """CPU seconds (user + system) the processes have used so far; the backends run on this
     machine (the bench's database is on loopback)."""
@@ -468,20 +487,7 @@ def run(kind: str, args: argparse.Namespace, scratch: Path) -> dict[str, str]:
 
         p50, p99 = percentiles(timed(args.proofs, db_proof, size))
         results["inclusion proof from DB, p50 / p99"] = f"{p50:.2f} / {p99:.2f} ms"
-        with factory() as session:
-            # Entry bundles are for auditors only: verification runs with an auditor's token.
-            auditor = accounts.create_user(
-                session,
-                make_hasher(1, 1024),
-                username=f"bench-auditor-{uuid.uuid4().hex[:8]}",
-                password=secrets.token_urlsafe(18),
-                role=Role.auditor,
-                agency_id=None,
-                actor="system",
-                now=datetime.now(UTC),
-            )
-            _, token = accounts.create_api_token(session, auditor, "bench", datetime.now(UTC))
-            session.commit()
+        token = auditor_token(factory)
         engine.dispose()
         with server(url, data_dir, args.workers) as base, httpx.Client(timeout=60) as client:
 

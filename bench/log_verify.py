@@ -73,18 +73,6 @@ def build(directory: Path, size: int) -> str:
     return signer.verifier().vkey()
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds the processes have used so far (from /proc)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def _load() -> str:
     return "load " + " ".join(f"{value:.1f}" for value in os.getloadavg())
 
@@ -126,31 +114,14 @@ def _publish(database_url: str, data_dir: Path) -> tuple[int, str]:
 
 
 def _auditor_token(database_url: str) -> str:
-    import secrets
-    import uuid
-    from datetime import UTC, datetime
-
-    from app.accounts import service as accounts
-    from app.accounts.passwords import make_hasher
     from app.db import make_engine, make_sessionmaker
-    from app.permissions import Role
+    from bench.log import auditor_token
 
     engine = make_engine(database_url)
-    with make_sessionmaker(engine)() as session:
-        auditor = accounts.create_user(
-            session,
-            make_hasher(1, 1024),
-            username=f"bench-auditor-{uuid.uuid4().hex[:8]}",
-            password=secrets.token_urlsafe(18),
-            role=Role.auditor,
-            agency_id=None,
-            actor="system",
-            now=datetime.now(UTC),
-        )
-        _, token = accounts.create_api_token(session, auditor, "bench", datetime.now(UTC))
-        session.commit()
-    engine.dispose()
-    return token
+    try:
+        return auditor_token(make_sessionmaker(engine))
+    finally:
+        engine.dispose()
 
 
 def _backends(database_url: str) -> list[int]:
@@ -174,7 +145,7 @@ def serve_and_measure(args: argparse.Namespace) -> int:
 
     from app.db import make_engine, make_sessionmaker
     from app.log import tree
-    from bench.log import percentiles, timed
+    from bench.log import percentiles, process_cpu, timed
     from porchlight.tlog.verify import HttpSource
 
     url: str = args.database
@@ -209,15 +180,15 @@ def serve_and_measure(args: argparse.Namespace) -> int:
         def over_http(index: int) -> None:
             client.get(f"{base}/log/proof/inclusion", params={"index": index}).raise_for_status()
 
-        before = _cpu_seconds(workers)
+        before = process_cpu(workers)
         p50, p99 = percentiles(timed(args.proofs, over_http, size))
-        per_proof = (_cpu_seconds(workers) - before) / args.proofs * 1000
+        per_proof = (process_cpu(workers) - before) / args.proofs * 1000
         rows.append(("inclusion proof over HTTP, p50 / p99", f"{p50:.2f} / {p99:.2f} ms"))
         rows.append(("server CPU per proof", f"{per_proof:.2f} ms"))
         for run in range(1, args.repeat + 1):
             backends = _backends(url)
             load = _load()
-            server_cpu, database_cpu = _cpu_seconds(workers), _cpu_seconds(backends)
+            server_cpu, database_cpu = process_cpu(workers), process_cpu(backends)
             own_cpu, began = time.process_time(), time.perf_counter()
             source = HttpSource(
                 f"{base}/log",
@@ -228,8 +199,8 @@ def serve_and_measure(args: argparse.Namespace) -> int:
             elapsed = time.perf_counter() - began
             source.close()
             bundles = -(-verified.checkpoint.size // 256)
-            server_cpu = _cpu_seconds(workers) - server_cpu
-            database_cpu = _cpu_seconds(backends) - database_cpu
+            server_cpu = process_cpu(workers) - server_cpu
+            database_cpu = process_cpu(backends) - database_cpu
             rows.append(
                 (
                     f"verification {run} ({load}), {verified.checkpoint.size:,} entries",
