@@ -17,26 +17,14 @@ from sqlalchemy import func, select, text
 from app import scheduler
 from app.audit.models import LogEntry
 from app.devices import service as devices
-from app.devices.models import Device, DeviceNonce
+from app.devices.models import Device
 from app.permissions import Role
 from app.settings import Settings
 from tests.server.factories import Clock, Community, EnrolledDevice
 from tests.server.live import live_server
-from tests.server.requests.helpers import make_world
+from tests.server.requests.helpers import make_world, nonces_used
 
 POLL = "/api/device/asks"
-
-
-def _nonces(community: Community, device: EnrolledDevice) -> int:
-    with community.session() as session:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(DeviceNonce)
-                .where(DeviceNonce.device_id == device.id)
-            )
-            or 0
-        )
 
 
 def _last_seen(community: Community, device: EnrolledDevice) -> object:
@@ -57,7 +45,7 @@ def test_poll_replay_and_stale_clock_are_refused(
     assert first.status_code == 200, first.text
     assert first.json() == []
     assert first.headers["content-type"] == "application/json"
-    assert _nonces(community, device) == 1
+    assert nonces_used(community, device) == 1
 
     replay = client.get(POLL, headers=headers)
     assert replay.status_code == 401
@@ -74,7 +62,7 @@ def test_poll_replay_and_stale_clock_are_refused(
     )
     assert client.get(POLL, headers=ahead).status_code == 401
     # Neither refusal burned a nonce.
-    assert _nonces(community, device) == 1
+    assert nonces_used(community, device) == 1
 
 
 def test_refused_polls_change_nothing(community: Community, client: TestClient) -> None:
@@ -208,7 +196,7 @@ def test_scheduler_forgets_nonces_past_twice_the_skew(
     device = community.enrol_device(community.person(Role.resident))
     headers = community.device_headers(device, "GET", POLL, timestamp=_stamp(community))
     assert client.get(POLL, headers=headers).status_code == 200
-    assert _nonces(community, device) == 1
+    assert nonces_used(community, device) == 1
     skew = timedelta(seconds=settings.device_clock_skew_seconds)
     factory, store = community.app.state.sessionmaker, community.app.state.clip_store
 
@@ -216,12 +204,12 @@ def test_scheduler_forgets_nonces_past_twice_the_skew(
     scheduler.run_once(factory, store, community.now() + 3 * skew)
     report = scheduler.run_once(factory, store, community.now() + skew, 2 * skew)
     assert report.nonces_forgotten == 0
-    assert _nonces(community, device) == 1
+    assert nonces_used(community, device) == 1
     report = scheduler.run_once(
         factory, store, community.now() + 2 * skew + timedelta(seconds=1), 2 * skew
     )
     assert report.nonces_forgotten == 1
-    assert _nonces(community, device) == 0
+    assert nonces_used(community, device) == 0
     # Forgotten is safe: by then the old call fails the clock check instead.
     clock.advance(seconds=2 * settings.device_clock_skew_seconds + 1)
     replay = client.get(POLL, headers=headers)

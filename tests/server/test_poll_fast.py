@@ -12,16 +12,16 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import create_engine, select, text, update
 from starlette.types import Message, Receive, Scope, Send
 
 from app.db import make_engine
-from app.devices.models import Device, DeviceNonce
+from app.devices.models import Device
 from app.permissions import Role
 from app.requests import device_routes, poll_fast
 from app.settings import Settings
 from tests.server.factories import Clock, Community, EnrolledDevice
-from tests.server.requests.helpers import World, make_world
+from tests.server.requests.helpers import World, make_world, nonces_used
 
 POLL = "/api/device/asks"
 
@@ -77,18 +77,6 @@ def _headers(world: World, device: EnrolledDevice) -> dict[str, str]:
     return world.community.device_headers(device, "GET", POLL, timestamp=world.stamp())
 
 
-def _nonces(community: Community, device: EnrolledDevice) -> int:
-    with community.session() as session:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(DeviceNonce)
-                .where(DeviceNonce.device_id == device.id)
-            )
-            or 0
-        )
-
-
 def _route_answer(world: World, device: EnrolledDevice) -> bytes:
     """The route's own answer to a fresh signed poll, bypassing the fast path."""
     app = world.community.app
@@ -116,14 +104,14 @@ def test_a_steady_poll_is_answered_as_the_route_answers_it(
 ) -> None:
     world, device = _delivered_world(community)
     idle = community.enrol_device(community.person(Role.resident), name="idle")
-    before = _nonces(community, device)
+    before = nonces_used(community, device)
 
     answered = _fast_poll(community, _headers(world, device))
     assert not answered.passed_on
     assert answered.messages[0]["status"] == 200
     assert dict(answered.messages[0]["headers"])[b"content-type"] == b"application/json"
     assert answered.body == _route_answer(world, device)
-    assert _nonces(community, device) == before + 2  # its own and the route's
+    assert nonces_used(community, device) == before + 2  # its own and the route's
 
     # No asks at all: "[]", as from the route; the first poll of a device sets last_seen_at.
     none = _fast_poll(community, _headers(world, idle))
@@ -163,14 +151,14 @@ def test_every_other_call_is_passed_on_untouched(
     world = make_world(community)
     device = world.located_device(community.person(Role.resident), 10, 10)
     world.open_request()
-    before = _nonces(community, device)
+    before = nonces_used(community, device)
 
     # A first delivery is the route's (it logs ask:deliver with a durable commit).
     first = _fast_poll(community, _headers(world, device))
     assert first.passed_on and first.messages == []
-    assert _nonces(community, device) == before
+    assert nonces_used(community, device) == before
     world.device_asks(device)
-    before = _nonces(community, device)
+    before = nonces_used(community, device)
 
     forged = _headers(world, device)
     forged["X-Porchlight-Signature"] = _headers(world, device)["X-Porchlight-Signature"]
@@ -195,7 +183,7 @@ def test_every_other_call_is_passed_on_untouched(
         + [(b"x-porchlight-nonce", b"0" * 32)],
     )
     assert repeated.passed_on
-    assert _nonces(community, device) == before  # none of them burned a nonce
+    assert nonces_used(community, device) == before  # none of them burned a nonce
 
     # No idle pooled connection: the loop does not wait for one; the route does.
     engine = community.app.state.engine
@@ -207,7 +195,7 @@ def test_every_other_call_is_passed_on_untouched(
     finally:
         for connection in held:
             connection.close()
-    assert _nonces(community, device) == before
+    assert nonces_used(community, device) == before
 
     # A replay: burned once here, then passed on; the route refuses it.
     once = _fast_poll(community, signed)
@@ -216,7 +204,7 @@ def test_every_other_call_is_passed_on_untouched(
     assert again.passed_on
     replay = client.get(POLL, headers=signed)
     assert replay.status_code == 401 and "replayed" in replay.json()["message"]
-    assert _nonces(community, device) == before + 1
+    assert nonces_used(community, device) == before + 1
 
 
 @pytest.mark.postgresql_only
@@ -225,7 +213,7 @@ def test_a_locked_device_row_is_left_to_the_route(
 ) -> None:
     world, device = _delivered_world(community)
     clock.advance(seconds=61)  # last_seen_at is due: the poll updates the device row
-    before = _nonces(community, device)
+    before = nonces_used(community, device)
     other = create_engine(database_url)
     try:
         with other.connect() as holder:
@@ -233,13 +221,13 @@ def test_a_locked_device_row_is_left_to_the_route(
             holder.execute(text("SELECT 1 FROM devices WHERE id = :d FOR UPDATE"), {"d": device.id})
             answered = _fast_poll(community, _headers(world, device))
             assert answered.passed_on  # after the lock timeout, not after the holder ends
-            assert _nonces(community, device) == before
+            assert nonces_used(community, device) == before
             holder.rollback()
     finally:
         other.dispose()
     # The connection it used is sound again: the next poll is answered here.
     assert not _fast_poll(community, _headers(world, device)).passed_on
-    assert _nonces(community, device) == before + 1
+    assert nonces_used(community, device) == before + 1
 
 
 @pytest.mark.postgresql_only
@@ -352,9 +340,9 @@ def test_a_steady_poll_is_one_statement_once_the_key_is_kept(
     # A replay of a checked call: nothing burned or answered here, the route refuses it.
     signed = _headers(world, device)
     assert not _fast_poll(community, signed, polls).passed_on
-    before = _nonces(community, device)
+    before = nonces_used(community, device)
     assert _fast_poll(community, signed, polls).passed_on
-    assert _nonces(community, device) == before
+    assert nonces_used(community, device) == before
     replay = client.get(POLL, headers=signed)
     assert replay.status_code == 401 and "replayed" in replay.json()["message"]
 
@@ -368,12 +356,12 @@ def test_revocation_is_never_kept(community: Community, client: TestClient) -> N
     assert not _fast_poll(community, _headers(world, device), polls).passed_on  # key kept
     revoked = client.post(f"/api/devices/{device.id}/revoke", headers=community.auth(resident))
     assert revoked.status_code == 200, revoked.text
-    before = _nonces(community, device)
+    before = nonces_used(community, device)
     signed = _headers(world, device)
     # The very next poll: the statement reads the revocation, burns nothing, and the route
     # refuses the call exactly as sent.
     assert _fast_poll(community, signed, polls).passed_on
-    assert _nonces(community, device) == before
+    assert nonces_used(community, device) == before
     refused = client.get(POLL, headers=signed)
     assert refused.status_code == 401
     assert refused.json()["message"] == "device call not authenticated"
@@ -393,9 +381,9 @@ def test_kept_key_material_must_match_the_device_row(
         session.execute(
             update(Device).where(Device.id == device.id).values(credential_hash="0" * 64)
         )
-    before = _nonces(community, device)
+    before = nonces_used(community, device)
     assert _fast_poll(community, _headers(world, device), polls).passed_on
-    assert _nonces(community, device) == before
+    assert nonces_used(community, device) == before
 
 
 @pytest.mark.postgresql_only

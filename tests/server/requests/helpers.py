@@ -17,9 +17,11 @@ from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import func, select
 
 from app.accounts.models import User
 from app.agencies import service as agencies
+from app.devices.models import DeviceNonce
 from app.permissions import Role
 from porchlight import consent
 from porchlight.age import encryptor, generate_identity, parse_recipient
@@ -264,3 +266,16 @@ def make_world(community: Community) -> World:
 
 def utc(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def nonces_used(community: Community, device: EnrolledDevice) -> int:
+    """How many signed-call nonces the device has burned (what the server remembers)."""
+    with community.session() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(DeviceNonce)
+                .where(DeviceNonce.device_id == device.id)
+            )
+            or 0
+        )
