@@ -30,6 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=os.cpu_count() or 1,
         help="server processes sharing the port (default: one per CPU)",
     )
+    run.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every HTTP request with the caller's address (off by default: it would keep "
+        "a record of when each resident's camera and browser called, which nothing needs; "
+        "errors and start-up are logged either way)",
+    )
     run.set_defaults(handler=_run)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
@@ -121,7 +128,13 @@ def _run(args: argparse.Namespace) -> int:
         hint = f"no admin yet: create the first one with `{command} server create-admin`"
         print(hint, flush=True)
     if args.workers == 1:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            access_log=args.access_log,
+        )
         return 0
     # Each worker builds its own app from the same PORCHLIGHT_* environment. The lifespan
     # tasks (checkpoint publisher, deadline scheduler) run in every worker: both are written
@@ -133,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level="info",
+        access_log=args.access_log,
     )
     return 0
 

@@ -3,7 +3,7 @@
 Creates a fresh PostgreSQL database (dropped at the end), migrates it, enrols --devices
 devices (rows written in bulk: enrolment itself is not what is measured) spread within 400 m
 of one point, and starts the server as production does (`porchlight server run`: --workers
-processes, one per CPU by default, default settings, access log on) on a loopback port. Then:
+processes, one per CPU by default, default settings, so no access log) on a loopback port. Then:
 
 * fan-out: one reviewer approval that matches every device (the POST's wall time: checks,
   matching, 10,000 asks inserted, log entries, commit);

@@ -73,6 +73,36 @@ def test_run_migrates_serves_and_says_how_to_create_an_admin(tmp_path: Path) -> 
     finally:
         process.terminate()
         process.wait(timeout=10)
+    # No access log by default: nothing records when whose camera or browser called.
+    rest = process.stdout.read()
+    assert "Application startup complete" in rest
+    assert "GET /healthz" not in rest and "127.0.0.1:" not in rest.replace(f":{port}", "")
+
+
+def test_run_with_access_log_records_each_request(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [*PORCHLIGHT, "server", "run", "--port", str(port), "--workers", "1", "--access-log"],
+        cwd=REPO,
+        env=_env(tmp_path / "data"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert process.stdout is not None
+    assert '"GET /healthz HTTP/1.1" 200' in process.stdout.read()
 
 
 def test_admin_and_invite_commands(tmp_path: Path) -> None:
