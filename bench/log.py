@@ -403,6 +403,15 @@ def timed(calls: int, call: Callable[[int], object], size: int) -> list[float]:
 
 @contextmanager
 def server(database_url: str, data_dir: Path, workers: int = 1) -> Iterator[str]:
+    with server_processes(database_url, data_dir, workers) as (url, _):
+        yield url
+
+
+@contextmanager
+def server_processes(
+    database_url: str, data_dir: Path, workers: int = 1
+) -> Iterator[tuple[str, list[int]]]:
+    """The real server on a loopback port: its URL and the pids of the processes serving."""
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PORCHLIGHT_")},
@@ -416,7 +425,8 @@ def server(database_url: str, data_dir: Path, workers: int = 1) -> Iterator[str]
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     with serving(process, url):
-        yield url
+        found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True)
+        yield url, [int(pid) for pid in found.stdout.split()] or [process.pid]
 
 
 @contextmanager

@@ -35,8 +35,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,7 +143,7 @@ def serve_and_measure(args: argparse.Namespace) -> int:
 
     from app.db import make_engine, make_sessionmaker
     from app.log import tree
-    from bench.log import percentiles, process_cpu, timed
+    from bench.log import percentiles, process_cpu, server_processes, timed
     from porchlight.tlog.verify import HttpSource
 
     url: str = args.database
@@ -173,7 +171,7 @@ def serve_and_measure(args: argparse.Namespace) -> int:
     rows.append(("inclusion proof from DB (endpoint), p50 / p99", f"{p50:.2f} / {p99:.2f} ms"))
     engine.dispose()
     with (
-        _server(url, args.data_dir, args.workers) as (base, workers),
+        server_processes(url, args.data_dir, args.workers) as (base, workers),
         httpx.Client(timeout=60) as client,
     ):
 
@@ -214,30 +212,6 @@ def serve_and_measure(args: argparse.Namespace) -> int:
     for name, value in rows:
         print(f"| {name:<{width}} | {value} |")
     return 0
-
-
-@contextmanager
-def _server(database_url: str, data_dir: Path, workers: int) -> Iterator[tuple[str, list[int]]]:
-    """The real server on a loopback port: its URL and the pids of the processes serving."""
-    import subprocess
-
-    from bench.serving import free_port, serving
-
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PORCHLIGHT_")},
-        "PORCHLIGHT_DATABASE_URL": database_url,
-        "PORCHLIGHT_DATA_DIR": str(data_dir),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
-         "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
-        cwd=REPO, env=env,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    with serving(process, base):
-        found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True)
-        yield base, [int(pid) for pid in found.stdout.split()] or [process.pid]
 
 
 def main() -> int:

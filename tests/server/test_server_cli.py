@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -40,6 +41,17 @@ def _porchlight(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _healthy(process: subprocess.Popen[Any], port: int, seconds: float = 60) -> httpx.Response:
+    """`GET /healthz` once the server answers (fails if it exits or `seconds` pass first)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+
+
 def test_run_migrates_serves_and_says_how_to_create_an_admin(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
@@ -56,15 +68,7 @@ def test_run_migrates_serves_and_says_how_to_create_an_admin(tmp_path: Path) -> 
         assert f"http://127.0.0.1:{port}/" in first
         lines = [process.stdout.readline() for _ in range(2)]
         assert any("porchlight server create-admin" in line for line in lines)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.1)
-        assert health.json() == {"status": "ok"}
+        assert _healthy(process, port).json() == {"status": "ok"}
         docs = httpx.get(f"http://127.0.0.1:{port}/docs")
         assert docs.status_code == 200 and "swagger" in docs.text.lower()
         schema = httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()
@@ -90,14 +94,7 @@ def test_run_with_access_log_records_each_request(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.1)
+        assert _healthy(process, port).status_code == 200
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -168,14 +165,7 @@ def test_workers_stop_when_the_server_process_is_killed(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.2)
+        assert _healthy(process, port).status_code == 200
         workers = {
             pid
             for pid in _children(process.pid)
