@@ -41,6 +41,18 @@ def _porchlight(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _server_run(tmp_path: Path, port: int, *options: str) -> subprocess.Popen[str]:
+    """`porchlight server run` on `port`, its output (stdout and stderr) on a pipe."""
+    return subprocess.Popen(
+        [*PORCHLIGHT, "server", "run", "--port", str(port), *options],
+        cwd=REPO,
+        env=_env(tmp_path / "data"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def _healthy(process: subprocess.Popen[Any], port: int, seconds: float = 60) -> httpx.Response:
     """`GET /healthz` once the server answers (fails if it exits or `seconds` pass first)."""
     deadline = time.monotonic() + seconds
@@ -54,14 +66,7 @@ def _healthy(process: subprocess.Popen[Any], port: int, seconds: float = 60) -> 
 
 def test_run_migrates_serves_and_says_how_to_create_an_admin(tmp_path: Path) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [*PORCHLIGHT, "server", "run", "--port", str(port)],
-        cwd=REPO,
-        env=_env(tmp_path / "data"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = _server_run(tmp_path, port)
     try:
         assert process.stdout is not None
         first = process.stdout.readline()
@@ -85,14 +90,7 @@ def test_run_migrates_serves_and_says_how_to_create_an_admin(tmp_path: Path) -> 
 
 def test_run_with_access_log_records_each_request(tmp_path: Path) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [*PORCHLIGHT, "server", "run", "--port", str(port), "--workers", "1", "--access-log"],
-        cwd=REPO,
-        env=_env(tmp_path / "data"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = _server_run(tmp_path, port, "--workers", "1", "--access-log")
     try:
         assert _healthy(process, port).status_code == 200
     finally:
@@ -157,13 +155,7 @@ def _alive(pid: int) -> bool:
 def test_workers_stop_when_the_server_process_is_killed(tmp_path: Path) -> None:
     # `kill -9` of `server run` must not leave its workers serving the port unsupervised.
     port = free_port()
-    process = subprocess.Popen(
-        [*PORCHLIGHT, "server", "run", "--port", str(port), "--workers", "2"],
-        cwd=REPO,
-        env=_env(tmp_path / "data"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = _server_run(tmp_path, port, "--workers", "2")
     try:
         assert _healthy(process, port).status_code == 200
         workers = {
