@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import os
 import shutil
@@ -128,8 +129,10 @@ def _run(args: argparse.Namespace) -> int:
         hint = f"no admin yet: create the first one with `{command} server create-admin`"
         print(hint, flush=True)
     if args.workers == 1:
+        app = create_app(settings)
+        settle_heap()
         uvicorn.run(
-            create_app(settings),
+            app,
             host=args.host,
             port=args.port,
             log_level="info",
@@ -176,7 +179,32 @@ def worker_app() -> FastAPI:
     from app.main import create_app
 
     _die_with_parent()
-    return create_app()
+    app = create_app()
+    settle_heap()
+    return app
+
+
+# Container allocations between young-generation collections in a serving process (Python's
+# default is 700).
+_YOUNG_COLLECTION_THRESHOLD = 20_000
+
+
+def settle_heap() -> None:
+    """Keep the cyclic garbage collector's pauses out of request latency in a serving process.
+
+    Once the app is built, what was imported and constructed (modules, routes, schemas, table
+    metadata: hundreds of thousands of objects) lives as long as the process. Left in the
+    collected generations, every full collection walks all of it: 100 to 250 ms with the event
+    loop stopped, measured in a worker serving 1,000 polls/s on this 2-core machine, which is
+    where the worst poll latencies came from. `gc.freeze` moves it out of the collector's
+    reach; the young generation is collected every 20,000 allocations instead of 700, since a
+    request's garbage is freed by reference counting and a collection that finds nothing is
+    pure cost. Cyclic garbage made later is still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(_YOUNG_COLLECTION_THRESHOLD, middle, oldest)
 
 
 def _read_password(path: str | None) -> str:

@@ -180,3 +180,34 @@ def test_workers_stop_when_the_server_process_is_killed(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_serving_process_freezes_its_startup_heap_and_still_collects_new_cycles() -> None:
+    import gc
+    import weakref
+
+    from app.cli import settle_heap
+
+    before = gc.get_threshold()
+    startup_object = _Cycle()
+    try:
+        settle_heap()
+        # What existed when the app was built is out of the collector's reach...
+        assert gc.get_freeze_count() > 0
+        assert not any(o is startup_object for o in gc.get_objects())
+        assert gc.get_threshold()[0] == 20_000
+        assert gc.get_threshold()[1:] == before[1:]
+        # ... while cyclic garbage made afterwards is still collected.
+        later = _Cycle()
+        gone = weakref.ref(later)
+        del later
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
