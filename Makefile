@@ -43,6 +43,7 @@ browser-deps: system-deps
 
 lint: $(VENV)/.installed-all
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: system-deps browser-deps $(VENV)/.installed-all lint

@@ -52,8 +52,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
         }
     ),
     Role.auditor: frozenset(
-        _EVERYONE
-        | {"log:read", "log:cosign", "request:read_all", "request:read", "agency:read"}
+        _EVERYONE | {"log:read", "log:cosign", "request:read_all", "request:read", "agency:read"}
     ),
     Role.requester: frozenset(_EVERYONE | {"request:submit", "request:read"}),
 }

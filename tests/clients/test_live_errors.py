@@ -58,6 +58,7 @@ class World:
 # Client error paths do not depend on the database: run them on SQLite only.
 pytestmark = pytest.mark.sqlite_only
 
+
 @pytest.fixture
 def world(
     community: Community, database_url: str, settings: Settings, tmp_path: Path
