@@ -121,6 +121,8 @@ def _move(session: Session, first: int, shift: int) -> None:
     session.execute(
         update(LogEntry).where(LogEntry.index < 0).values(index=-LogEntry.index - 1 + shift)
     )
+    # Objects already loaded still carry their old index as identity: forget them.
+    session.expunge_all()
 
 
 def tamper(database_url: str, kind: str, at: int, other: int) -> None:
