@@ -16,6 +16,7 @@ from app.policy import service as policies
 from app.requests import matching, schemas
 from app.requests.models import FootageRequest, RequestReview
 from app.requests.transitions import request_transition
+from porchlight.warrant import warrant_commitment
 
 # Requests that count against the agency's cap: not yet decided, or still collecting answers.
 ACTIVE_STATES = ("submitted", "approved", "open")
@@ -110,14 +111,11 @@ def submit(
         f"request:{footage_request.id}",
         {
             "agency": requester.agency_id,
-            "warrant": {
-                "court": warrant.court,
-                "docket_number": warrant.docket_number,
-                "judge": warrant.judge,
-                "issued_on": warrant.issued_on.isoformat(),
-                "expires_on": warrant.expires_on.isoformat(),
-                "document_sha256": warrant.document_sha256,
-            },
+            # A commitment, not the fields: reading the log must not read warrant details
+            # (porchlight.warrant says why and how auditors check it).
+            "warrant_sha256": warrant_commitment(
+                warrant_out(footage_request).model_dump(mode="json")
+            ),
             "window": [
                 footage_request.window_start.isoformat(),
                 footage_request.window_end.isoformat(),

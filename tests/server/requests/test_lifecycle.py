@@ -7,24 +7,66 @@ import base64
 import hashlib
 import io
 import json
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import select
 
+from app.audit.models import LogEntry, PendingEntry
 from app.permissions import Role
 from app.scheduler import run_once
 from porchlight.age import decryptor
 from porchlight.manifest import ClipManifest
+from porchlight.warrant import warrant_commitment
 from tests.server.factories import Clock, Community
 from tests.server.requests.helpers import make_world
 
 
-def _log_actions(community: Community) -> list[str]:
+def _log_entries(community: Community) -> list[dict[str, Any]]:
     auditor = community.person(Role.auditor)
     response = community.client.get(
         "/api/log/entries", params={"start": 0, "limit": 1000}, headers=community.auth(auditor)
     )
     assert response.status_code == 200, response.text
-    return [entry["action"] for entry in response.json()["entries"]]
+    entries: list[dict[str, Any]] = response.json()["entries"]
+    return entries
+
+
+def _log_actions(community: Community) -> list[str]:
+    return [entry["action"] for entry in _log_entries(community)]
+
+
+def test_the_log_commits_to_the_warrant_and_never_holds_its_fields(community: Community) -> None:
+    world = make_world(community)
+    world.located_device(community.person(Role.resident), 50, 20)
+    created = world.submit()
+    world.review(created["id"])
+    warrant = world.request_body()["warrant"]
+
+    # Reading the log (bundles, /api/log/entries) must not be an unlogged read of warrant
+    # details: no entry, integrated or pending, holds any of the warrant's fields.
+    with community.session() as session:
+        stored = [
+            *session.scalars(select(LogEntry.entry)),
+            *session.scalars(select(PendingEntry.entry)),
+        ]
+    assert len(stored) >= 3
+    for field in ("court", "docket_number", "judge", "document_sha256"):
+        needle = json.dumps(warrant[field])[1:-1].encode()
+        assert not [entry for entry in stored if needle in entry], field
+
+    # The entry commits to the warrant: whoever reads the request (a logged read) checks it.
+    auditor = community.person(Role.auditor)
+    record = community.client.get(
+        f"/api/requests/{created['id']}", headers=community.auth(auditor)
+    ).json()
+    assert record["warrant"] == warrant
+    submitted = [e for e in _log_entries(community) if e["action"] == "request:submit"]
+    assert [e["subject"] for e in submitted] == [f"request:{created['id']}"]
+    assert submitted[0]["details"]["warrant_sha256"] == warrant_commitment(record["warrant"])
+    assert warrant_commitment({**warrant, "judge": "Another Judge"}) != warrant_commitment(warrant)
+    reads = [e for e in _log_entries(community) if e["action"] == "request:read"]
+    assert reads and reads[-1]["actor"] == f"user:{auditor.id}"
 
 
 def test_full_lifecycle(community: Community, clock: Clock) -> None:
