@@ -52,10 +52,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# PostgreSQL connections one process keeps open, all of them kept once made. SQLAlchemy's
+# default (5 kept, 10 more made on demand and closed when given back) had a loaded worker
+# start a new server session for nearly every request: with 40 threads serving the first
+# polls of 10,000 devices, 6,924 of 10,000 executions of each statement were planned afresh
+# in cold sessions (2.8 ms of planning against 0.18 ms of running for the asks query),
+# because psycopg prepares a statement only on its sixth use in a session. Kept, 330 were.
+# The most one process opens is unchanged (15); a request finding all 15 in use waits for one.
+POSTGRESQL_POOL_SIZE = 15
+
+
 def make_engine(database_url: str) -> Engine:
     """An engine for the URL; SQLite gets WAL, a busy timeout and IMMEDIATE transactions."""
     if not database_url.startswith("sqlite"):
-        engine = create_engine(database_url)
+        engine = create_engine(database_url, pool_size=POSTGRESQL_POOL_SIZE, max_overflow=0)
         event.listen(engine, "checkout", _refuse_closed_connection)
         return engine
     engine = create_engine(database_url, connect_args={"timeout": 30})
