@@ -16,7 +16,6 @@ Two modes:
 from __future__ import annotations
 
 import asyncio
-import gc
 import multiprocessing
 import queue
 import random
@@ -26,6 +25,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from app.cli import settle_heap
 from porchlight.client import sign_device_call
 
 POLL_PATH = "/api/device/asks"
@@ -165,12 +165,8 @@ def _process(share: Share, barrier: Any, start_box: Any, results: Any) -> None:
         for _ in range(share.requests):
             device = share.devices[rng.randrange(len(share.devices))]
             requests.append(signed_poll(host, device, keys[device[0]]))
-    # What this process holds for the whole run leaves the cyclic collector's reach, and the
-    # young generation is collected rarely (as in the server's workers, app.cli.settle_heap):
-    # a collection pause here would be counted as the server's latency.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, *gc.get_threshold()[1:])
+    # As the server's workers do: a collection pause here would count as the server's latency.
+    settle_heap()
     barrier.wait()  # every process has signed; the parent sets the common start time
     barrier.wait()
     results.put(asyncio.run(_run(share, requests, start_box.value)))

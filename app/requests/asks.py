@@ -175,9 +175,16 @@ def device_asks_query() -> Select[Any]:
 
 # Built once: building a statement costs more than running it, on the busiest call.
 _DEVICE_ASKS = device_asks_query()
+
+
+def uploaded_clips_of(ask_id: ColumnElement[Any]) -> ColumnElement[bool]:
+    """The condition on shared_clips for an ask's uploaded clips: shared for it, not purged."""
+    return and_(_SHARED.c.ask_id == ask_id, _SHARED.c.purged_at.is_(None))
+
+
 UPLOADED_CLIPS = (
     select(_SHARED.c.clip_id)
-    .where(_SHARED.c.ask_id == bindparam("ask_id"), _SHARED.c.purged_at.is_(None))
+    .where(uploaded_clips_of(bindparam("ask_id")))
     .order_by(_SHARED.c.clip_id)
 )
 _DELIVER = (

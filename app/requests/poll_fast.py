@@ -77,12 +77,12 @@ def _compile(statement: Any, dialect: Dialect) -> _Compiled:
 
 def _open_asks() -> Select[Any]:
     """The device's open asks, each with its uploaded clips (NULL for none) and created_at."""
-    a, shared = _ASKS.c, _SHARED.c
+    a, clip_id = _ASKS.c, _SHARED.c.clip_id
     # As asks.uploaded_clip_ids: only a consented ask has clips (a pending one, every steady
-    # poll's case, runs no subquery), those not purged, by clip id.
+    # poll's case, runs no subquery), by clip id.
     uploaded = (
-        select(func.array_agg(aggregate_order_by(shared.clip_id, shared.clip_id)))
-        .where(shared.ask_id == a.id, shared.purged_at.is_(None))
+        select(func.array_agg(aggregate_order_by(clip_id, clip_id)))
+        .where(asks.uploaded_clips_of(a.id))
         .scalar_subquery()
     )
     return (
