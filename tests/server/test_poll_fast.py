@@ -26,6 +26,26 @@ from tests.server.requests.helpers import World, make_world, nonces_used
 POLL = "/api/device/asks"
 
 
+# The app's background jobs (log integrator, checkpoint publisher, scheduler) each borrow a
+# pooled connection now and then. The fast path passes a call on when it finds none idle (as
+# designed), so a test whose app has made only one connection could see its poll deferred
+# whenever a job holds that one. Each test starts with more idle than the jobs can hold.
+_IDLE_AT_START = 4
+
+
+@pytest.fixture(autouse=True)
+def _idle_connections(request: pytest.FixtureRequest) -> None:
+    if "community" not in request.fixturenames:
+        return
+    engine = request.getfixturevalue("community").app.state.engine
+    if engine.dialect.name != "postgresql":
+        return
+    held = [engine.raw_connection() for _ in range(_IDLE_AT_START)]
+    for pooled in held:
+        pooled.close()
+    assert engine.pool.checkedin() >= _IDLE_AT_START
+
+
 class Answered:
     """What the fast path did with one call: its response, or that it passed the call on."""
 
