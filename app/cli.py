@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from porchlight.cli import CommandError
 
 if TYPE_CHECKING:
+    import socket
+
     from fastapi import FastAPI
 
     from app.settings import Settings
@@ -103,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     from app.db import make_engine, make_sessionmaker
     from app.log.keys import LogKeyError, load_or_create
     from app.main import create_app
+    from app.workers import ServeOptions, Supervisor, listening_sockets
 
     if args.workers < 1:
         raise CommandError("--workers must be at least 1")
@@ -117,6 +120,16 @@ def _run(args: argparse.Namespace) -> int:
     with make_sessionmaker(engine)() as session:
         has_admin = accounts.admin_exists(session)
     engine.dispose()
+    sockets: list[socket.socket] = []
+    if args.workers > 1:
+        # One socket per worker (app/workers.py); one worker: uvicorn binds its own.
+        try:
+            sockets = listening_sockets(args.host, args.port, args.workers)
+        except OSError as error:
+            raise CommandError(
+                f"cannot listen on {args.host}:{args.port}: {error.strerror or error}",
+                hint="is another server using that port? choose another with --port",
+            ) from None
     print(
         f"Porchlight server on http://{args.host}:{args.port}/ "
         f"(API docs at http://{args.host}:{args.port}/docs)",
@@ -142,16 +155,7 @@ def _run(args: argparse.Namespace) -> int:
     # Each worker builds its own app from the same PORCHLIGHT_* environment. The lifespan
     # tasks (checkpoint publisher, deadline scheduler) run in every worker: both are written
     # to tolerate several processes (row locks with SKIP LOCKED, idempotent steps).
-    uvicorn.run(
-        "app.cli:worker_app",
-        factory=True,
-        workers=args.workers,
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        access_log=args.access_log,
-    )
-    return 0
+    return Supervisor(sockets, ServeOptions(args.host, args.port, args.access_log)).run()
 
 
 def _die_with_parent() -> None:

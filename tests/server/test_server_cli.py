@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -211,3 +213,127 @@ def test_a_serving_process_freezes_its_startup_heap_and_still_collects_new_cycle
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def _workers(process: subprocess.Popen[Any]) -> set[int]:
+    """The serving processes `server run` started (not multiprocessing's resource tracker)."""
+    found = set()
+    for pid in _children(process.pid):
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"multiprocessing" in command and b"resource_tracker" not in command:
+            found.add(pid)
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+_LISTEN, _ESTABLISHED = "0A", "01"
+
+
+def _tcp_inodes(port: int, state: str) -> list[int]:
+    """Inodes of the IPv4 TCP sockets whose local port is `port`, in `state` (/proc/net/tcp)."""
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+            found.append(int(fields[9]))
+    return found
+
+
+def test_each_worker_listens_on_its_own_socket_and_connections_are_spread(
+    tmp_path: Path,
+) -> None:
+    # Connections opened in a burst and kept (a reverse proxy's pool, the load generator):
+    # with one shared socket, the first worker to wake accepted them all (64 of 64 in three
+    # runs of this test against uvicorn's own supervisor).
+    port = free_port()
+    process = _server_run(tmp_path, port, "--workers", "2")
+    connections: list[socket.socket] = []
+    try:
+        assert _healthy(process, port).status_code == 200
+        workers = _workers(process)
+        assert len(workers) == 2
+        listening = _tcp_inodes(port, _LISTEN)
+        assert len(listening) == 2
+        held = {pid: _socket_inodes(pid) & set(listening) for pid in workers}
+        assert all(len(inodes) == 1 for inodes in held.values()), held
+        assert len(set().union(*held.values())) == 2  # one each, not one shared
+
+        for _ in range(64):
+            connections.append(socket.create_connection(("127.0.0.1", port)))
+        for sock in connections:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        for sock in connections:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        established = set(_tcp_inodes(port, _ESTABLISHED))
+        served = sorted(len(_socket_inodes(pid) & established) for pid in workers)
+        assert sum(served) == 64
+        # Spread by a hash of each connection's addresses: 16 or fewer of 64 on one worker has
+        # a probability under 1e-4.
+        assert served[0] > 16, served
+    finally:
+        for sock in connections:
+            sock.close()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_worker_that_dies_is_replaced_and_its_socket_keeps_its_connections(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    process = _server_run(tmp_path, port, "--workers", "2")
+    try:
+        assert _healthy(process, port).status_code == 200
+        first, second = sorted(_workers(process))
+        os.kill(first, signal.SIGKILL)
+        # Until its replacement serves, what the kernel gives the dead worker's socket waits.
+        for _ in range(20):
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=60).status_code == 200
+        deadline = time.monotonic() + 30
+        while len(_workers(process)) < 2:
+            assert time.monotonic() < deadline, "no replacement worker"
+            time.sleep(0.1)
+        assert second in _workers(process) and first not in _workers(process)
+        assert len(_tcp_inodes(port, _LISTEN)) == 2
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    assert process.returncode == 0
+    assert process.stdout is not None
+    said = process.stdout.read()
+    assert f"(pid {first}) exited with code -9; starting another" in said
+    assert _tcp_inodes(port, _LISTEN) == []
+
+
+def test_a_second_server_on_a_taken_port_is_refused(tmp_path: Path) -> None:
+    # SO_REUSEPORT alone would let a second server join the first one's port.
+    port = free_port()
+    process = _server_run(tmp_path, port, "--workers", "2")
+    try:
+        assert _healthy(process, port).status_code == 200
+        second = subprocess.run(
+            [*PORCHLIGHT, "server", "run", "--port", str(port), "--workers", "2"],
+            cwd=REPO,
+            env=_env(tmp_path / "other"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert len(_tcp_inodes(port, _LISTEN)) == 2  # the first server's, nobody else's
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
