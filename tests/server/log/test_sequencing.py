@@ -344,3 +344,32 @@ def test_the_database_refuses_to_index_one_pending_entry_twice(community: Commun
             connection.execute(insert(LogEntry), [row])
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgresql_only
+def test_an_idle_integration_round_keeps_the_sessions_prepared_statements(
+    database_url: str,
+) -> None:
+    # Ending the idle round's transaction with ROLLBACK made psycopg deallocate every
+    # statement it had prepared in that session, five times a second per server process.
+    engine = make_engine(database_url)
+    engine.pool.dispose()
+    factory = make_sessionmaker(engine)
+    probe = "SELECT count(*) FROM log_head WHERE id = :id"
+    try:
+        with engine.connect() as connection:
+            for _ in range(8):  # psycopg prepares a statement on its sixth use in a session
+                connection.execute(text(probe), {"id": 1})
+            backend = connection.scalar(text("SELECT pg_backend_pid()"))
+            connection.commit()
+
+        assert integrator.integrate_pending(factory) == 0  # nothing pending: the idle round
+
+        with engine.connect() as connection:
+            assert connection.scalar(text("SELECT pg_backend_pid()")) == backend  # same session
+            prepared = connection.scalars(
+                text("SELECT statement FROM pg_prepared_statements")
+            ).all()
+        assert any("log_head" in statement and "count" in statement for statement in prepared)
+    finally:
+        engine.dispose()
