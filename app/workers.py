@@ -27,7 +27,8 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 # uvicorn's exit code for a worker that could not start (app, settings or socket broken).
-STARTUP_FAILURE = 3
+from uvicorn.config import STARTUP_FAILURE
+
 # How long stopping workers get to finish the requests in flight before they are killed.
 STOP_GRACE_SECONDS = 30.0
 # How often the supervisor looks for workers that died.

@@ -160,12 +160,7 @@ def test_workers_stop_when_the_server_process_is_killed(tmp_path: Path) -> None:
     process = _server_run(tmp_path, port, "--workers", "2")
     try:
         assert _healthy(process, port).status_code == 200
-        workers = {
-            pid
-            for pid in _children(process.pid)
-            if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
-            and b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
-        }
+        workers = _workers(process)
         assert len(workers) == 2
         process.kill()
         process.wait(timeout=10)
