@@ -12,7 +12,8 @@ processes, one per CPU by default, default settings, so no access log) on a loop
   --poll-seconds of signed `GET /api/device/asks` for random devices, closed loop (as fast as
   answers come, --connections per process) and open loop (paced at --poll-rate); throughput,
   latency p50/p99 from send to full response, and server CPU per poll: the server processes
-  plus the PostgreSQL processes serving its database (and the WAL writer);
+  plus the PostgreSQL processes serving its database (and the WAL writer), and the load
+  generator's own CPU per poll beside it (what it leaves of the machine for the server);
 * transfer: one consented ask uploads a --size-mib age file (streamed, signed over its
   SHA-256) and the requester downloads it; MB/s each way and the server's RSS growth (VmRSS
   sampled every 20 ms, against the value before the transfer).
@@ -570,7 +571,8 @@ def main() -> None:
         print(
             f"| {label}: {result.count} polls | {result.rate:,.0f} polls/s, p50 "
             f"{result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms{due}; CPU per poll: server "
-            f"{server_ms:.2f} ms + PostgreSQL {database_ms:.2f} ms{late} "
+            f"{server_ms:.2f} ms + PostgreSQL {database_ms:.2f} ms (load generator "
+            f"{result.cpu_seconds * 1000 / max(1, result.count):.2f} ms){late} "
             # The target is for the steady poll; a first delivery happens once per ask.
             f"| {'' if label.startswith('first') else '>= 1,000/s, p99 < 50 ms'} |"
         )
