@@ -18,6 +18,10 @@ waiting for one):
    asks (with their uploaded clips) only if the nonce was burned. It commits without waiting
    for the disk (`devices.make_durable` says why a poll that changes nothing else may); a
    lock wait longer than 20 ms stops it. Revocation is never kept: every poll reads it.
+   Polls that were checked in the same turn of the event loop (several connections' requests
+   read at once, as happens whenever polls queue up) share one statement of the same form,
+   up to 16 at a time: the statement's fixed cost is most of a poll's database work, so a
+   queue is worked off faster than single polls would do it.
 
 Only that success is answered here. Anything else goes on, untouched, to the route in
 app/requests/device_routes.py, which answers it as it always has, in one transaction: a
@@ -32,6 +36,7 @@ per row and rebuilt when any column changes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -41,7 +46,7 @@ from typing import Any, NamedTuple, cast
 
 import psycopg
 from cryptography.exceptions import InvalidSignature
-from sqlalchemy import Engine, Select, Table, bindparam, case, func, select
+from sqlalchemy import Engine, Select, Table, bindparam, case, func, literal_column, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -75,8 +80,9 @@ def _compile(statement: Any, dialect: Dialect) -> _Compiled:
     return _Compiled(str(compiled), dict(compiled.params))
 
 
-def _open_asks() -> Select[Any]:
-    """The device's open asks, each with its uploaded clips (NULL for none) and created_at."""
+def _open_asks(device_id: Any) -> Select[Any]:
+    """The open asks of `device_id` (a bind or a column), each with its uploaded clips (NULL for
+    none) and created_at."""
     a, clip_id = _ASKS.c, _SHARED.c.clip_id
     # As asks.uploaded_clip_ids: only a consented ask has clips (a pending one, every steady
     # poll's case, runs no subquery), by clip id.
@@ -92,7 +98,7 @@ def _open_asks() -> Select[Any]:
             a.created_at.label("created_at"),
         )
         .select_from(asks.device_ask_joins())
-        .where(asks.open_asks_of(bindparam("device_id")))
+        .where(asks.open_asks_of(device_id))
     )
 
 
@@ -131,6 +137,62 @@ WITH open_asks AS (
 SELECT open_asks.* FROM burned LEFT JOIN open_asks ON true
 ORDER BY open_asks.created_at, open_asks.id
 """
+
+# Polls checked while the event loop was busy are burned and answered together: a statement
+# costs PostgreSQL and psycopg about the same for one poll as for a few (executor start-up,
+# the round trip, the commit), so when polls queue up each costs less, and the queue drains
+# faster than it grew. The same statement as above for up to _BATCH calls at once, one VALUES
+# row each (padded with NULL rows to 2, 4, 8 or 16 rows, so there are four statements to
+# prepare, not fifteen). VALUES rows, unlike an array parameter, let a cached generic plan
+# know how many calls there are (unnest of a parameter is estimated at 100 rows, which made
+# the planner plan every execution anew, ~1 ms). The LATERAL subqueries with OFFSET 0 keep
+# each call's reads on the devices and asks indexes in any plan. `at` is the call's place in
+# the batch; a call whose nonce was not burned has no row. A batch never holds one nonce
+# twice (the later copy goes to the route, which finds it burned).
+_BATCH = 16
+_BATCH_SQL = """
+WITH calls (at, device_id, nonce, public_key, credential_hash) AS (
+    VALUES {calls}
+), open_asks AS (
+    SELECT polled.device_id AS polled_device, device_asks.*
+    FROM (SELECT DISTINCT device_id FROM calls) AS polled CROSS JOIN LATERAL (
+        {open_asks}
+        OFFSET 0
+    ) AS device_asks
+), burned AS (
+    INSERT INTO device_nonces (device_id, nonce, seen_at)
+    SELECT calls.device_id, calls.nonce, %(now)s
+    FROM calls CROSS JOIN LATERAL (
+            SELECT FROM devices AS caller
+            WHERE caller.id = calls.device_id
+              AND caller.public_key = calls.public_key
+              AND caller.credential_hash = calls.credential_hash
+              AND caller.revoked_at IS NULL
+            OFFSET 0
+         ) AS caller,
+         (SELECT set_config('lock_timeout', '20ms', true),
+                 set_config('synchronous_commit', 'off', true)) AS settings
+    WHERE NOT EXISTS (
+        SELECT FROM open_asks
+        WHERE open_asks.polled_device = calls.device_id AND open_asks.delivered_at IS NULL
+    )
+    ON CONFLICT DO NOTHING
+    RETURNING device_id, nonce
+), touched AS (
+    UPDATE devices SET last_seen_at = %(now)s
+    FROM (SELECT DISTINCT device_id FROM burned) AS seen
+    WHERE devices.id = seen.device_id
+      AND (last_seen_at IS NULL OR last_seen_at <= %(seen_before)s)
+)
+SELECT calls.at, open_asks.* FROM calls
+JOIN burned ON burned.device_id = calls.device_id AND burned.nonce = calls.nonce
+LEFT JOIN open_asks ON open_asks.polled_device = calls.device_id
+ORDER BY calls.at, open_asks.created_at, open_asks.id
+"""
+_BATCH_CALL = (
+    "({at}, %(device_id_{at})s::integer, %(nonce_{at})s::text, %(public_key_{at})s::bytea, "
+    "%(credential_hash_{at})s::text)"
+)
 
 # Key material is read for this many consecutive device ids at once (one range scan), so a
 # worker that starts among 10,000 polling devices reads it in ~80 statements, not 10,000.
@@ -226,6 +288,15 @@ class _AskRow(NamedTuple):
     officer: str
 
 
+class _Waiting(NamedTuple):
+    """A call whose statement has not run yet; `keys` is None if they are not kept yet."""
+
+    call: _Call
+    keys: _Keys | None
+    now: datetime
+    answer: asyncio.Future[bytes | None]
+
+
 class DevicePolls:
     """ASGI middleware: the steady signed poll, answered before routing (module docstring)."""
 
@@ -233,13 +304,16 @@ class DevicePolls:
         self.app = app
         self._engine: Engine | None = None
         self._poll_statement: _Compiled | None = None
+        self._batch_statements: dict[int, _Compiled] = {}
+        self._open_asks_params: dict[str, Any] = {}
         self._keys: dict[int, _Keys] = {}
         self._ask_json: dict[tuple[Any, ...], bytes] = {}
+        self._waiting: list[_Waiting] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == POLL_PATH:
             call = _parse(scope)
-            body = self._answer(scope["app"].state, call) if call is not None else None
+            body = await self._answer(scope["app"].state, call) if call is not None else None
             if body is not None:
                 await send(
                     {
@@ -255,8 +329,12 @@ class DevicePolls:
                 return
         await self.app(scope, receive, send)
 
-    def _answer(self, state: Any, call: _Call) -> bytes | None:
-        """The poll's body if it is a steady success (nonce burned); None: leave it to the route."""
+    async def _answer(self, state: Any, call: _Call) -> bytes | None:
+        """The poll's body if it is a steady success (nonce burned); None: leave it to the route.
+
+        A call whose key is kept is checked at once; then it waits for the statement, which
+        runs once every call the loop already had ready has been checked (`_run_waiting`).
+        """
         engine: Engine = state.engine
         if engine.dialect.name != "postgresql":
             return None
@@ -266,46 +344,101 @@ class DevicePolls:
         keys = self._keys.get(call.device_id)
         if keys is not None and not _checked(call, keys, state.settings, now):
             return None  # refused: the route says why, exactly as it always has
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(call, keys, now, loop.create_future())
+        self._waiting.append(waiting)
+        if len(self._waiting) == 1:
+            # Queued behind the callbacks already ready: the calls the loop has read by now.
+            loop.call_soon(self._run_waiting, state)
+        return await waiting.answer
+
+    def _run_waiting(self, state: Any) -> None:
+        waiting, self._waiting = self._waiting, []
+        try:
+            bodies = self._answer_all(state, waiting)
+        except Exception as error:  # a bug, not a refusal: each call fails as it used to
+            for one in waiting:
+                if not one.answer.done():
+                    one.answer.set_exception(error)
+            return
+        for one, body in zip(waiting, bodies, strict=True):
+            if not one.answer.done():  # else its request was cancelled meanwhile
+                one.answer.set_result(body)
+
+    def _answer_all(self, state: Any, waiting: list[_Waiting]) -> list[bytes | None]:
+        """Each waiting call's body, or None where the route is to answer it."""
+        engine: Engine = state.engine
+        passed_on: list[bytes | None] = [None] * len(waiting)
         pool = engine.pool
         if isinstance(pool, QueuePool) and pool.checkedin() == 0:
             # No idle connection: taking one could mean waiting for a worker thread to return
             # one, or connecting, on the event loop; the route waits on a worker thread instead.
-            return None
+            return passed_on
         try:
             pooled = engine.raw_connection()
         except DBAPIError:
-            return None  # cannot connect: the route says so as every route does
+            return passed_on  # cannot connect: the route says so as every route does
         connection = cast(psycopg.Connection[Any], pooled.driver_connection)
         try:
             connection.autocommit = True
             try:
                 with connection.cursor() as cursor:
-                    if keys is None:
-                        keys = self._read_keys(cursor, call.device_id)
-                        if keys is None or not _checked(call, keys, state.settings, now):
-                            return None
-                    rows = self._poll(cursor, call, keys, now)
+                    checked = self._checked_calls(cursor, waiting, state.settings)
+                    now: datetime = state.clock()
+                    found = self._poll(cursor, [call for _, call in checked], now)
             finally:
                 connection.autocommit = False
         except psycopg.Error:
             # A lock timeout, a lost server, anything: this connection is not reused, and the
-            # route answers (it recovers from a lost server as every route does).
+            # route answers every call (it recovers from a lost server as every route does).
             pooled.invalidate()
-            return None
+            return passed_on
         finally:
             pooled.close()
-        if rows is None:
-            return None
-        return b"[" + b",".join(self._json(row) for row in rows) + b"]"
+        bodies = passed_on
+        for (at, _), rows in zip(checked, found, strict=True):
+            if rows is not None:
+                bodies[at] = b"[" + b",".join(self._json(row) for row in rows) + b"]"
+        return bodies
+
+    def _checked_calls(
+        self, cursor: psycopg.Cursor[Any], waiting: list[_Waiting], settings: Any
+    ) -> list[tuple[int, tuple[_Call, _Keys]]]:
+        """The calls to burn, with their place in `waiting`: each checked (reading key material
+        not kept yet), and each nonce once (a repeat is the route's, after the first is burned)."""
+        checked = []
+        nonces = set()
+        for at, one in enumerate(waiting):
+            call, keys = one.call, one.keys
+            if keys is None:
+                keys = self._keys.get(call.device_id) or self._read_keys(cursor, call.device_id)
+                if keys is None or not _checked(call, keys, settings, one.now):
+                    continue
+            if (call.device_id, call.nonce) in nonces:
+                continue
+            nonces.add((call.device_id, call.nonce))
+            checked.append((at, (call, keys)))
+        return checked
 
     def _prepare(self, engine: Engine) -> None:
-        statement = _open_asks()
+        statement = _open_asks(bindparam("device_id"))
         names = tuple(column.name for column in statement.selected_columns)
         assert names == _ASK_COLUMNS, names
         open_asks = _compile(statement, engine.dialect)
         self._poll_statement = _Compiled(
             _POLL_SQL.format(open_asks=open_asks.sql.replace("\n", "\n    ")), open_asks.params
         )
+        for_each = _compile(_open_asks(literal_column("polled.device_id")), engine.dialect)
+        self._batch_statements = {
+            rows: _Compiled(
+                _BATCH_SQL.format(
+                    calls=",\n           ".join(_BATCH_CALL.format(at=at) for at in range(rows)),
+                    open_asks=for_each.sql.replace("\n", "\n        "),
+                ),
+                for_each.params,
+            )
+            for rows in (2, 4, 8, 16)
+        }
         self._engine = engine
         self._keys.clear()
         self._ask_json.clear()
@@ -323,9 +456,20 @@ class DevicePolls:
         return self._keys.get(device_id)
 
     def _poll(
+        self, cursor: psycopg.Cursor[Any], calls: list[tuple[_Call, _Keys]], now: datetime
+    ) -> list[list[Sequence[Any]] | None]:
+        """Burn the calls' nonces and read their open asks: for each call its asks' rows, or
+        None if its nonce was not burned. One statement for one call, one per _BATCH calls."""
+        if len(calls) == 1:
+            return [self._poll_one(cursor, *calls[0], now)]
+        found: list[list[Sequence[Any]] | None] = []
+        for first in range(0, len(calls), _BATCH):
+            found += self._poll_batch(cursor, calls[first : first + _BATCH], now)
+        return found
+
+    def _poll_one(
         self, cursor: psycopg.Cursor[Any], call: _Call, keys: _Keys, now: datetime
-    ) -> list[tuple[Any, ...]] | None:
-        """Burn the nonce and read the open asks (one statement); None if nothing was burned."""
+    ) -> list[Sequence[Any]] | None:
         statement = self._poll_statement
         assert statement is not None
         cursor.execute(
@@ -346,6 +490,32 @@ class DevicePolls:
         if rows[0][0] is None:
             return []  # no open asks (the LEFT JOIN's one row)
         return rows
+
+    def _poll_batch(
+        self, cursor: psycopg.Cursor[Any], calls: list[tuple[_Call, _Keys]], now: datetime
+    ) -> list[list[Sequence[Any]] | None]:
+        size = next(rows for rows in sorted(self._batch_statements) if rows >= len(calls))
+        statement = self._batch_statements[size]
+        params = {
+            **statement.params,
+            "now": now,
+            "seen_before": now - devices.LAST_SEEN_RESOLUTION,
+        }
+        for at in range(size):
+            call, keys = calls[at] if at < len(calls) else (None, None)
+            params[f"device_id_{at}"] = call.device_id if call else None
+            params[f"nonce_{at}"] = call.nonce if call else None
+            params[f"public_key_{at}"] = keys.public_key if keys else None
+            params[f"credential_hash_{at}"] = keys.credential_hash if keys else None
+        cursor.execute(statement.sql, params)
+        found: list[list[Sequence[Any]] | None] = [None] * len(calls)
+        for at, _, *row in cursor.fetchall():
+            rows = found[at]
+            if rows is None:
+                rows = found[at] = []
+            if row[0] is not None:  # else no open asks (the LEFT JOIN's one row)
+                rows.append(row)
+        return found
 
     def _json(self, row: Sequence[Any]) -> bytes:
         key = (*row[:-2], *(row[-2] or ()))

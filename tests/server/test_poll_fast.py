@@ -66,31 +66,53 @@ def _fast_poll(
 ) -> Answered:
     """One call through the real middleware (`polls`: one kept across calls, with what it keeps
     per worker; by default a new one); the app behind it only records being reached."""
-    answered = Answered()
+    return _fast_polls(community, [signed], polls, **scope)[0]
 
-    async def behind(_scope: Scope, _receive: Receive, _send: Send) -> None:
-        answered.passed_on = True
+
+def _fast_polls(
+    community: Community,
+    signed_calls: list[dict[str, str]],
+    polls: Any = None,
+    **scope: Any,
+) -> list[Answered]:
+    """Calls that reach the middleware together: all ready on the event loop at once, as when
+    several connections' requests are read in one turn of the loop."""
+    answers = [Answered() for _ in signed_calls]
+    middleware = poll_fast.DevicePolls(None) if polls is None else polls  # type: ignore[arg-type]
+    reached: set[int] = set()
+
+    async def behind(call: Scope, _receive: Receive, _send: Send) -> None:
+        reached.add(call["call"])
+
+    middleware.app = behind
 
     async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: Message) -> None:
-        answered.messages.append(message)
+    async def one(at: int, signed: dict[str, str]) -> None:
+        async def send(message: Message) -> None:
+            answers[at].messages.append(message)
 
-    call = {
-        "type": "http",
-        "method": "GET",
-        "path": POLL,
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in signed.items()],
-        "app": community.app,
-        **scope,
-    }
-    middleware = poll_fast.DevicePolls(behind) if polls is None else polls
-    middleware.app = behind
-    asyncio.run(middleware(call, receive, send))
-    return answered
+        call = {
+            "type": "http",
+            "method": "GET",
+            "path": POLL,
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in signed.items()],
+            "app": community.app,
+            "call": at,
+            **scope,
+        }
+        await middleware(call, receive, send)
+
+    async def all_at_once() -> None:
+        await asyncio.gather(*(one(at, signed) for at, signed in enumerate(signed_calls)))
+
+    asyncio.run(all_at_once())
+    for at in reached:
+        answers[at].passed_on = True
+    return answers
 
 
 def _headers(world: World, device: EnrolledDevice) -> dict[str, str]:
@@ -421,3 +443,56 @@ def test_a_device_enrolled_after_its_neighbours_were_read_is_answered(
     assert later.id // 128 == first.id // 128  # in the block read before
     answered = _fast_poll(community, _headers(world, later), polls)
     assert not answered.passed_on and answered.body == b"[]"
+
+
+@pytest.mark.postgresql_only
+def test_polls_checked_together_are_answered_by_one_statement(
+    community: Community, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world, device = _delivered_world(community)
+    resident = community.person(Role.resident)
+    quiet = [world.located_device(resident, 10, 10 + i) for i in range(3)]
+    undelivered = world.located_device(resident, 10, 20)
+    world.open_request()  # every device above has an undelivered ask of this request now
+    for one in (device, *quiet):
+        world.device_asks(one)  # delivered, by the route
+    polls = poll_fast.DevicePolls(None)  # type: ignore[arg-type]
+    # Keys are read in blocks of neighbouring ids: after this every device's key is kept, so
+    # the calls below are all checked before the statement runs.
+    assert not _fast_poll(community, _headers(world, device), polls).passed_on
+
+    replayed = _headers(world, device)
+    forged = {**_headers(world, quiet[0]), "Authorization": "Device dev_wrong"}
+    calls = [
+        _headers(world, device),
+        replayed,
+        *(_headers(world, one) for one in quiet),
+        replayed,  # the same call twice at once: burned once; the copy is the route's
+        forged,
+        _headers(world, undelivered),  # a first delivery: the route's
+        _headers(world, device),  # the same device with another nonce: answered too
+    ]
+    before = {d.id: nonces_used(community, d) for d in (device, *quiet, undelivered)}
+    statements = _Statements(monkeypatch)
+    answered = _fast_polls(community, calls, polls)
+    assert statements.count == 1
+    assert [at for at, one in enumerate(answered) if one.passed_on] == [5, 6, 7]
+    assert nonces_used(community, device) == before[device.id] + 3
+    for one in quiet:
+        assert nonces_used(community, one) == before[one.id] + 1
+    assert nonces_used(community, undelivered) == before[undelivered.id]
+    for at in (0, 1, 8):
+        assert answered[at].body == _route_answer(world, device)
+    for at, one in zip((2, 3, 4), quiet, strict=True):
+        assert answered[at].body == _route_answer(world, one)
+        assert answered[at].body.count(b'"ask_id"') == 1
+    replay = client.get(POLL, headers=replayed)
+    assert replay.status_code == 401 and "replayed" in replay.json()["message"]
+
+    # More calls than one statement holds: one statement per 16.
+    many = [_headers(world, quiet[at % 3]) for at in range(20)]
+    statements.count = 0
+    answered = _fast_polls(community, many, polls)
+    assert statements.count == 2
+    assert not any(one.passed_on for one in answered)
+    assert {one.body for one in answered} == {_route_answer(world, one) for one in quiet}
