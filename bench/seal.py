@@ -215,10 +215,19 @@ def make_input(path: Path, size: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--size-mib", type=int, default=1024, help="size of the random test file (default: 1024)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each row, in a shuffled order per round; best and median shown (default: 3)",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: /tmp)")
     args = parser.parse_args()
+    if args.size_mib < 1 or args.repeat < 1:
+        parser.error("--size-mib and --repeat must be at least 1")
     age = shutil.which("age")
     if age is None:
         raise SystemExit("Debian's age is not installed (apt-get install age)")
