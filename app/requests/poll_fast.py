@@ -305,7 +305,6 @@ class DevicePolls:
         self._engine: Engine | None = None
         self._poll_statement: _Compiled | None = None
         self._batch_statements: dict[int, _Compiled] = {}
-        self._open_asks_params: dict[str, Any] = {}
         self._keys: dict[int, _Keys] = {}
         self._ask_json: dict[tuple[Any, ...], bytes] = {}
         self._waiting: list[_Waiting] = []
