@@ -496,3 +496,38 @@ def test_polls_checked_together_are_answered_by_one_statement(
     assert statements.count == 2
     assert not any(one.passed_on for one in answered)
     assert {one.body for one in answered} == {_route_answer(world, one) for one in quiet}
+
+
+@pytest.mark.postgresql_only
+def test_a_shared_statement_that_fails_leaves_every_call_to_the_route(
+    community: Community, client: TestClient, clock: Clock, database_url: str
+) -> None:
+    world, device = _delivered_world(community)
+    other_device = world.located_device(community.person(Role.resident), 10, 12)
+    world.open_request()
+    for one in (device, other_device):
+        world.device_asks(one)
+    clock.advance(seconds=61)  # last_seen_at is due: the statement updates both device rows
+    polls = poll_fast.DevicePolls(None)  # type: ignore[arg-type]
+    assert not _fast_poll(community, _headers(world, device), polls).passed_on  # keys kept
+    clock.advance(seconds=61)
+    before = [nonces_used(community, one) for one in (device, other_device)]
+    holder_engine = create_engine(database_url)
+    try:
+        with holder_engine.connect() as holder:
+            holder.execute(text("SELECT 1 FROM devices WHERE id = :d FOR UPDATE"), {"d": device.id})
+            calls = [_headers(world, other_device), _headers(world, device)]
+            answered = _fast_polls(community, calls, polls)
+            # One lock wait stops the whole statement: nothing is burned, for either call.
+            assert [one.passed_on for one in answered] == [True, True]
+            assert [nonces_used(community, one) for one in (device, other_device)] == before
+            holder.rollback()
+    finally:
+        holder_engine.dispose()
+    answered = _fast_polls(
+        community, [_headers(world, other_device), _headers(world, device)], polls
+    )
+    assert not any(one.passed_on for one in answered)
+    assert [nonces_used(community, one) for one in (device, other_device)] == [
+        count + 1 for count in before
+    ]
