@@ -537,7 +537,12 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--appends", type=int, default=2000)
     parser.add_argument("--proofs", type=int, default=2000)
-    parser.add_argument("--postgres", default=os.environ.get("PORCHLIGHT_TEST_POSTGRES_URL"))
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("PORCHLIGHT_TEST_POSTGRES_URL"),
+        help="a PostgreSQL server URL; a fresh database is made on it and dropped afterwards"
+        " (default: $PORCHLIGHT_TEST_POSTGRES_URL; without either, PostgreSQL is skipped)",
+    )
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
     parser.add_argument(
         "--workers", type=int, default=1, help="uvicorn processes serving the proofs and tiles"
@@ -557,8 +562,18 @@ def main() -> int:
         "--appends-only", action="store_true", help="stop after the append measurements"
     )
     args = parser.parse_args()
+    for name in ("appends", "proofs", "workers", "verify_reads", "writers", "processes"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.entries < 0:
+        parser.error("--entries cannot be negative")
     kinds = [k for k in ("sqlite", "postgresql") if args.only in (None, k)]
     if "postgresql" in kinds and not args.postgres:
+        if args.only == "postgresql":
+            parser.error(
+                "--only postgresql needs a server: give --postgres URL or set"
+                " PORCHLIGHT_TEST_POSTGRES_URL"
+            )
         print("no --postgres URL: PostgreSQL skipped", file=sys.stderr)
         kinds.remove("postgresql")
     table: dict[str, dict[str, str]] = {}
