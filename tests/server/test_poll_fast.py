@@ -299,7 +299,9 @@ def test_the_settings_are_local_to_the_poll(community: Community, client: TestCl
 
 def _terminate_others(url: Any) -> None:
     """End every other session on the database, as a PostgreSQL restart would."""
-    killer = create_engine(url)
+    # Autocommit: pg_stat_activity is read once per transaction, so within one transaction
+    # the ended sessions would stay listed and the wait below would run to its deadline.
+    killer = create_engine(url, isolation_level="AUTOCOMMIT")
     others = text(
         "SELECT pid FROM pg_stat_activity "
         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
