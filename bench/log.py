@@ -8,8 +8,9 @@ For each database (a fresh SQLite file; a freshly created PostgreSQL database na
    not a million HTTP calls; not timed against any target;
 2. durable appends as users make them, through `app.audit.service.append` on the full-size
    log, each transaction committed (fsync on: SQLite WAL synchronous=FULL, PostgreSQL
-   synchronous_commit=on): one writer, and --writers concurrent writers (--processes
-   processes with their threads, one connection each), one entry per transaction; one writer
+   synchronous_commit=on): one writer, and each count of --writers concurrent writers
+   (default 8, then 32; --processes processes with their threads, one connection each), one
+   entry per transaction; one writer
    100 entries per transaction (`append_many`). Each writer transaction is what a request
    pays for its session besides its own change: a Session from the app's sessionmaker, a
    pooled connection (with the app engine's pre-ping), BEGIN, the append, COMMIT. The entries
@@ -20,7 +21,7 @@ For each database (a fresh SQLite file; a freshly created PostgreSQL database na
    returning (the entry has its index and is in the tree). CPU per entry is reported as
    writer threads + their PostgreSQL backends + integrator thread + its backend (thread CPU
    clocks and /proc of the backends; on SQLite the database's work is in the threads).
-   Last, --writers writers append request-lifecycle entries (`clip:download`) with the
+   Last, the last count of writers append request-lifecycle entries (`clip:download`) with the
    server's publish hook, so each transaction integrates and signs a checkpoint as it commits;
 3. publish a signed checkpoint, start the real server (uvicorn, --workers processes, default
    one) on loopback;
@@ -33,7 +34,7 @@ For each database (a fresh SQLite file; a freshly created PostgreSQL database na
    --all-tiles (every level-0 hash tile as well).
 
     .venv/bin/python bench/log.py [--entries N] [--appends N] [--proofs N] [--postgres URL]
-        [--writers N] [--processes N] [--appends-only] [--workers N] [--verify-reads N]
+        [--writers N[,N...]] [--processes N] [--appends-only] [--workers N] [--verify-reads N]
 
 Targets (issue 4): >= 2,000 durable appends/s on PostgreSQL, proof p99 < 10 ms, full
 verification of 1,000,000 entries < 10 s.
@@ -457,16 +458,17 @@ def run(kind: str, args: argparse.Namespace, scratch: Path) -> dict[str, str]:
         results["bulk load (not a target)"] = f"{loaded:.0f} s"
         progress(f"{kind}: appends")
         one = appends(url, args.appends // 4, 1, 1)
-        threads = max(1, args.writers // args.processes)
-        writers = threads * args.processes
-        many = appends(url, args.appends * 5, args.processes, threads)
-        batched = appends(url, args.appends * 5, 1, 1, 100)
         results["durable appends/s, 1 writer, 1 per tx"] = f"{one.per_second:,.0f}"
         results["  CPU ms/append = writers (+ PG) + integrator (+ PG)"] = one.cpu_row()
-        results[f"durable appends/s, {writers} writers, 1 per tx"] = f"{many.per_second:,.0f}"
-        results[f"  CPU ms/append, {writers} writers"] = many.cpu_row()
-        p50, p99 = percentiles(many.lags_ms)
-        results[f"integration lag, {writers} writers, p50 / p99"] = f"{p50:.0f} / {p99:.0f} ms"
+        for count in args.writers:
+            threads = max(1, count // args.processes)
+            writers = threads * args.processes
+            many = appends(url, args.appends * 5, args.processes, threads)
+            results[f"durable appends/s, {writers} writers, 1 per tx"] = f"{many.per_second:,.0f}"
+            results[f"  CPU ms/append, {writers} writers"] = many.cpu_row()
+            p50, p99 = percentiles(many.lags_ms)
+            results[f"integration lag, {writers} writers, p50 / p99"] = f"{p50:.0f} / {p99:.0f} ms"
+        batched = appends(url, args.appends * 5, 1, 1, 100)
         results["durable appends/s, 1 writer, 100 per tx (append_many)"] = (
             f"{batched.per_second:,.0f}"
         )
@@ -474,6 +476,8 @@ def run(kind: str, args: argparse.Namespace, scratch: Path) -> dict[str, str]:
         # The server's data dir (its log key) from here on: the lifecycle appends publish
         # checkpoints, and the proofs and the verification below check them with this key.
         data_dir = scratch / f"data-{kind}"
+        threads = max(1, args.writers[-1] // args.processes)
+        writers = threads * args.processes
         lifecycle = appends(url, args.appends, args.processes, threads, data_dir=data_dir)
         results[f"lifecycle appends/s, {writers} writers, checkpoint per tx"] = (
             f"{lifecycle.per_second:,.0f}"
@@ -532,6 +536,17 @@ def run(kind: str, args: argparse.Namespace, scratch: Path) -> dict[str, str]:
     return results
 
 
+def _counts(text: str) -> list[int]:
+    """A comma-separated list of counts, each at least 1 ("8,32")."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"each count must be at least 1: {text!r}")
+    return counts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
@@ -550,7 +565,15 @@ def main() -> int:
     parser.add_argument(
         "--verify-reads", type=int, default=8, help="the verifier's parallel HTTP reads"
     )
-    parser.add_argument("--writers", type=int, default=32, help="concurrent single-entry writers")
+    parser.add_argument(
+        "--writers",
+        type=_counts,
+        default=[8, 32],
+        help="concurrent single-entry writers, one run per count, comma-separated (default: 8,32;"
+        " the lifecycle appends use the last count). A server process opens at most 15"
+        " connections, so 32 writers in 2 processes queue for them, as 16 concurrent requests"
+        " a worker would",
+    )
     parser.add_argument(
         "--processes",
         type=int,
@@ -562,7 +585,7 @@ def main() -> int:
         "--appends-only", action="store_true", help="stop after the append measurements"
     )
     args = parser.parse_args()
-    for name in ("appends", "proofs", "workers", "verify_reads", "writers", "processes"):
+    for name in ("appends", "proofs", "workers", "verify_reads", "processes"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.entries < 0:

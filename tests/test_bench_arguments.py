@@ -32,6 +32,8 @@ def _run(script: str, *arguments: str) -> subprocess.CompletedProcess[str]:
         ("log.py", ["--appends", "0"], "--appends must be at least 1"),
         ("log.py", ["--verify-reads", "0"], "--verify-reads must be at least 1"),
         ("log.py", ["--entries", "-5"], "--entries cannot be negative"),
+        ("log.py", ["--writers", "8,0"], "each count must be at least 1"),
+        ("log.py", ["--writers", "8,x"], "not a list of counts"),
         ("log.py", ["--only", "postgresql"], "give --postgres URL or set"),
     ],
 )
