@@ -6,23 +6,23 @@ For each database (a fresh SQLite file; a freshly created PostgreSQL database na
 1. migrate, then bulk-load the log to --entries (default 1,000,000) entries with the same code
    appends use (`encode_entry`, RFC 6962 leaf hashes, `app.log.tree.store_all_levels`),
    not a million HTTP calls; not timed against any target;
-2. durable appends as users make them, through `app.audit.service.append` on the full-size
-   log, each transaction committed (fsync on: SQLite WAL synchronous=FULL, PostgreSQL
-   synchronous_commit=on): one writer, and each count of --writers concurrent writers
-   (default 8, then 32; --processes processes with their threads, one connection each), one
-   entry per transaction; one writer
-   100 entries per transaction (`append_many`). Each writer transaction is what a request
-   pays for its session besides its own change: a Session from the app's sessionmaker, a
-   pooled connection (with the app engine's pre-ping), BEGIN, the append, COMMIT. The entries
-   are reads of warrant details (`request:read`: logged, no checkpoint of their own, like
-   most appends). Meanwhile an integrator runs as in every server process
-   (`app.audit.integrator`, every `log_integrate_interval_seconds`), and the integration lag
-   is measured: from a writer's commit returning to the integrating transaction's commit
-   returning (the entry has its index and is in the tree). CPU per entry is reported as
-   writer threads + their PostgreSQL backends + integrator thread + its backend (thread CPU
-   clocks and /proc of the backends; on SQLite the database's work is in the threads).
-   Last, the last count of writers append request-lifecycle entries (`clip:download`) with the
-   server's publish hook, so each transaction integrates and signs a checkpoint as it commits;
+2. durable appends as users make them, through `app.audit.service.append` on the full-size log,
+   each transaction committed (fsync on: SQLite WAL synchronous=FULL, PostgreSQL
+   synchronous_commit=on): one writer, and each count of --writers concurrent writers (default
+   8, then 32; --processes processes with their threads, one connection each), one entry per
+   transaction; one writer 100 entries per transaction (`append_many`). Each writer transaction
+   is what a request pays for its session besides its own change: a Session from the app's
+   sessionmaker, a pooled connection (with the app engine's check at checkout, no round trip),
+   BEGIN, the append, COMMIT. The entries are reads of warrant details (`request:read`: logged,
+   no checkpoint of their own, like most appends). Meanwhile an integrator runs as in every
+   server process (`app.audit.integrator`, every `log_integrate_interval_seconds`), and the
+   integration lag is measured: from a writer's commit returning to the integrating
+   transaction's commit returning (the entry has its index and is in the tree). CPU per entry
+   is reported as writer threads + their PostgreSQL backends + integrator thread + its backend
+   (thread CPU clocks and /proc of the backends; on SQLite the database's work is in the
+   threads). Last, the last count of writers append request-lifecycle entries (`clip:download`)
+   with the server's publish hook, so each transaction integrates and signs a checkpoint as it
+   commits;
 3. publish a signed checkpoint, start the real server (uvicorn, --workers processes, default
    one) on loopback;
 4. inclusion-proof latency p50/p99 over random indexes: the proof read from the database
