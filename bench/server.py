@@ -76,6 +76,7 @@ from porchlight.client import raw_public_key, sign_device_call  # noqa: E402
 from porchlight.manifest import ClipManifest, format_time, public_key_text  # noqa: E402
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 CENTRE = (51.5010, -0.1420)
 
 
@@ -423,8 +424,11 @@ def transfer(
     from porchlight.manifest import sign_manifest
 
     requester = {"Authorization": f"Bearer {world['requester_token']}"}
-    runs: list[tuple[float, float, float, float]] = []
+    runs: list[tuple[float, float, float, float, float, float]] = []
     baseline = rss_kib(pid) / 1024
+
+    def server_cpu() -> float:
+        return sum(cpu_seconds(p) for p in process_tree(pid))
 
     for run in range(repeat):
         clip_id = f"bench-clip-{run}"
@@ -446,22 +450,25 @@ def transfer(
         headers["Content-Length"] = str(size)
         os.sync()
         with RssSampler(pid) as up_rss:
-            started = time.perf_counter()
+            started, cpu_before = time.perf_counter(), server_cpu()
             status, answer = lean_put(base, path, headers, sealed)
-            upload_s = time.perf_counter() - started
+            upload_s, upload_cpu = time.perf_counter() - started, server_cpu() - cpu_before
         assert status == 201, answer
         shared = httpx.get(f"{base}/api/requests/{request_id}/shared", headers=requester).json()
         (item,) = [x for x in shared if x["manifest"]["clip_id"] == clip_id]
         with RssSampler(pid) as down_rss:
-            started = time.perf_counter()
+            started, cpu_before = time.perf_counter(), server_cpu()
             count, received = lean_get(
                 base, f"/api/requests/{request_id}/shared/{item['shared_clip_id']}", requester
             )
-            download_s = time.perf_counter() - started
+            download_s, download_cpu = time.perf_counter() - started, server_cpu() - cpu_before
         assert count == size and received == digest.hexdigest()
-        runs.append((upload_s, download_s, up_rss.growth_mib, down_rss.growth_mib))
+        runs.append(
+            (upload_s, download_s, up_rss.growth_mib, down_rss.growth_mib, upload_cpu, download_cpu)
+        )
         print(
-            f"transfer {run + 1}/{repeat}: up {upload_s:.2f} s, down {download_s:.2f} s",
+            f"transfer {run + 1}/{repeat}: up {upload_s:.2f} s ({upload_cpu:.2f} s server CPU),"
+            f" down {download_s:.2f} s ({download_cpu:.2f} s server CPU)",
             file=sys.stderr,
         )
     sealed.unlink()
@@ -582,10 +589,12 @@ def main() -> None:
         for label, column in (("upload", 0), ("download", 1)):
             rates = sorted(mb / run[column] for run in runs)
             growth = max(run[column + 2] for run in runs)
+            # Server CPU (user + system, every worker) per GiB moved, median of the runs.
+            cpu = statistics.median(run[column + 4] for run in runs) * GIB / moved["size"]
             print(
                 f"| {label} {mb:,.0f} MB, best of {len(runs)} (median) | {rates[-1]:,.0f} "
-                f"({statistics.median(rates):,.0f}) MB/s, RSS +{growth:.1f} MiB at most "
-                "| >= 300 MB/s, < 50 MiB |"
+                f"({statistics.median(rates):,.0f}) MB/s, RSS +{growth:.1f} MiB at most; "
+                f"server CPU {cpu:.2f} s per GiB | >= 300 MB/s, < 50 MiB |"
             )
         print(f"\nserver RSS before the transfer: {moved['rss_before']:.0f} MiB")
     print(

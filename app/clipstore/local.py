@@ -10,12 +10,18 @@ While a large blob arrives, write-back of every WRITEBACK_STEP bytes is started 
 flight the oldest step is waited for: the disk works from the first megabytes on instead of when
 the kernel's dirty thresholds are crossed, the closing fsync has at most DIRTY_LIMIT bytes left
 to write, and a 1 GiB upload never holds more than that in dirty pages nor outruns the disk (a
-writer that waits holds back the upload, which holds back the sender). The written pages stay
-cached, clean (dropping them cost CPU and made a download soon after read the disk); the kernel
-reclaims such used-once pages first. Where
-sync_file_range is missing (not Linux), POSIX_FADV_DONTNEED starts the write-back instead,
-without the waiting. The SHA-256 of the blob is computed on a thread of its own, beside the
-writes.
+writer that waits holds back the upload, which holds back the sender).
+
+A step on disk is then dropped from the page cache (POSIX_FADV_DONTNEED), and the rest of the
+blob once it is durable, so an upload keeps reusing the same ~DIRTY_LIMIT of memory instead of
+taking fresh pages for every megabyte. Fresh pages are what made large writes slow: on a
+virtual machine whose host reclaims the guest's free memory (free page reporting, as on
+Firecracker), the first touch of each page faults to the host, and writing 1 GiB into such
+pages took 1.25-1.44 s of CPU against 0.43-0.45 s when the pages are reused (bench figures in
+docs/benchmarks.md). A blob is read back rarely, days later, so its pages were never worth
+keeping. Where sync_file_range is missing (not Linux), POSIX_FADV_DONTNEED alone starts the
+write-back, without the waiting. The SHA-256 of the blob is computed on a thread of its own,
+beside the writes.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from app.clipstore.store import (
 WRITEBACK_STEP = 8 * 1024 * 1024
 DIRTY_LIMIT = 64 * 1024 * 1024
 HASH_AHEAD = 8 * 1024 * 1024
+DROP_BEHIND = 8 * 1024 * 1024
 
 # <linux/fs.h>: the flags of sync_file_range(2).
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
@@ -73,9 +80,17 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 def _settle(fd: int, offset: int, length: int) -> None:
-    """Wait until the range is written to disk (durable only after the closing fsync)."""
+    """Wait until the range is written to disk (durable only after the closing fsync), then
+    drop its pages from the cache so that the next writes reuse them."""
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, length, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
+    _drop_cached(fd, offset, length)
+
+
+def _drop_cached(fd: int, offset: int, length: int) -> None:
+    """Hand clean cached pages of the range back to the kernel (length 0: to the end)."""
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -190,6 +205,7 @@ class _LocalWriter(BlobWriter):
     def commit(self, *, replace: bool = False) -> StoredBlob:
         blob = StoredBlob(self.key, self.size, self.sha256())
         os.fsync(self._file.fileno())
+        _drop_cached(self._file.fileno(), self._settled, 0)
         self._file.close()
         if not replace and self._final.exists():
             # Idempotent retry: the stored blob stays; only identical bytes are a success.
@@ -235,8 +251,15 @@ class LocalClipStore(ClipStore):
         handle = (self.blob_dir / check_key(key)).open("rb")
 
         def chunks() -> Iterator[bytes]:
+            # Pages read are dropped behind the reader, every DROP_BEHIND bytes, for the
+            # same reason as a writer's: reused pages, not fresh ones for every megabyte.
             with handle:
+                fd, dropped, offset = handle.fileno(), 0, 0
                 while chunk := handle.read(chunk_size):
+                    offset += len(chunk)
+                    if offset - dropped >= DROP_BEHIND:
+                        _drop_cached(fd, dropped, offset - dropped)
+                        dropped = offset
                     yield chunk
 
         return chunks()
