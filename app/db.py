@@ -1,8 +1,9 @@
 """Engine, sessions and the declarative base (with a naming convention so Alembic names are stable).
 
 SQLite transactions begin IMMEDIATE: a transaction takes the database write lock when it starts,
-so log appends from several processes are serialised and two writers never both read the same
-log size. PostgreSQL serialises appends with SELECT ... FOR UPDATE on the log head instead.
+so writers in several processes queue for it instead of failing with "database is locked" when
+a read transaction tries to write. Log appends take no lock on either database; the log's
+integrator orders entries under the log head's lock (app.audit.integrator).
 """
 
 from __future__ import annotations

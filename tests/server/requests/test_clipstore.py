@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
 from pathlib import Path
 
 import pytest
 
 from app.clipstore import BlobConflict, BlobTooLarge, LocalClipStore, local
+from bench.clip_writes import cached_bytes
 
 
 def test_blob_is_invisible_until_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,21 +29,6 @@ def test_blob_is_invisible_until_committed(tmp_path: Path, monkeypatch: pytest.M
     assert list(store.temp_dir.iterdir()) == []
 
 
-def _cached_bytes(path: Path) -> int:
-    """How much of the file is in the page cache now (mincore(2) over a mapping of it)."""
-    size = path.stat().st_size
-    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    with path.open("rb") as handle, mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_COPY) as m:
-        address = ctypes.addressof(ctypes.c_char.from_buffer(m))
-        vector = (ctypes.c_ubyte * pages)()
-        assert libc.mincore(address, size, vector) == 0, os.strerror(ctypes.get_errno())
-        resident = sum(byte & 1 for byte in vector)
-        del address  # the buffer export ends before the mapping closes
-    return resident * mmap.PAGESIZE
-
-
 def test_written_and_read_blobs_do_not_stay_in_the_page_cache(tmp_path: Path) -> None:
     """Writes reuse a bounded set of pages (fresh pages cost a fault to the host on a VM with
     free page reporting), and a blob's pages are dropped once durable, and again behind a
@@ -56,13 +40,13 @@ def test_written_and_read_blobs_do_not_stay_in_the_page_cache(tmp_path: Path) ->
         writer.write(block)
     writer.commit()
     path = store.blob_dir / "big"
-    assert _cached_bytes(path) <= 1 << 20, f"{_cached_bytes(path)} bytes still cached"
+    assert cached_bytes(path) <= 1 << 20, f"{cached_bytes(path)} bytes still cached"
     read = 0
     for chunk in store.read("big"):
         read += len(chunk)
         assert chunk == block
         # The reader keeps at most DROP_BEHIND of what it read, plus the kernel's read-ahead.
-        assert _cached_bytes(path) <= local.DROP_BEHIND + (8 << 20)
+        assert cached_bytes(path) <= local.DROP_BEHIND + (8 << 20)
     assert read == 96 << 20
 
 
