@@ -16,12 +16,12 @@ A step on disk is then dropped from the page cache (POSIX_FADV_DONTNEED), and th
 blob once it is durable, so an upload keeps reusing the same ~DIRTY_LIMIT of memory instead of
 taking fresh pages for every megabyte. Fresh pages are what made large writes slow: on a
 virtual machine whose host reclaims the guest's free memory (free page reporting, as on
-Firecracker), the first touch of each page faults to the host, and writing 1 GiB into such
-pages took 1.25-1.44 s of CPU against 0.43-0.45 s when the pages are reused (bench figures in
-docs/benchmarks.md). A blob is read back rarely, days later, so its pages were never worth
-keeping. Where sync_file_range is missing (not Linux), POSIX_FADV_DONTNEED alone starts the
-write-back, without the waiting. The SHA-256 of the blob is computed on a thread of its own,
-beside the writes.
+Firecracker), the first touch of each page faults to the host: writing 1 GiB through this
+store took 1.57-2.09 s of CPU that way against 1.09-1.12 s with the pages reused
+(bench/clip_writes.py, figures in docs/benchmarks.md). A blob is read back rarely, days
+later, so its pages were never worth keeping. Where sync_file_range is missing (not Linux),
+POSIX_FADV_DONTNEED alone starts the write-back, without the waiting. The SHA-256 of the blob
+is computed on a thread of its own, beside the writes.
 """
 
 from __future__ import annotations
