@@ -29,10 +29,23 @@ def test_blob_is_invisible_until_committed(tmp_path: Path, monkeypatch: pytest.M
     assert list(store.temp_dir.iterdir()) == []
 
 
+def _file_system_type(path: Path) -> str:
+    """The type of the file system holding `path` (the longest mount point above it)."""
+    found, longest = "", -1
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, mount_point, kind, *_ = line.split()
+        point = mount_point.replace("\\040", " ")
+        if path.is_relative_to(point) and len(point) > longest:
+            found, longest = kind, len(point)
+    return found
+
+
 def test_written_and_read_blobs_do_not_stay_in_the_page_cache(tmp_path: Path) -> None:
     """Writes reuse a bounded set of pages (fresh pages cost a fault to the host on a VM with
     free page reporting), and a blob's pages are dropped once durable, and again behind a
     reader; without that the whole 96 MiB stays cached after each."""
+    if _file_system_type(tmp_path.resolve()) in {"tmpfs", "ramfs"}:
+        pytest.skip(f"{tmp_path} is on a tmpfs, whose files live in the page cache by design")
     store = LocalClipStore(tmp_path)
     block = os.urandom(1 << 20)
     writer = store.writer("big", max_size=1 << 30)
@@ -41,13 +54,15 @@ def test_written_and_read_blobs_do_not_stay_in_the_page_cache(tmp_path: Path) ->
     writer.commit()
     path = store.blob_dir / "big"
     assert cached_bytes(path) <= 1 << 20, f"{cached_bytes(path)} bytes still cached"
-    read = 0
+    read, most = 0, 0
     for chunk in store.read("big"):
         read += len(chunk)
         assert chunk == block
-        # The reader keeps at most DROP_BEHIND of what it read, plus the kernel's read-ahead.
-        assert cached_bytes(path) <= local.DROP_BEHIND + (8 << 20)
+        most = max(most, cached_bytes(path))
     assert read == 96 << 20
+    # What the reader has not dropped yet (< DROP_BEHIND) and the kernel's read-ahead, which
+    # may run two windows ahead (8 MiB each on this machine's disk).
+    assert most <= local.DROP_BEHIND + (32 << 20), f"{most} bytes cached while reading"
 
 
 def test_size_limit_and_abort(tmp_path: Path) -> None:
