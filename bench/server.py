@@ -15,8 +15,9 @@ processes, one per CPU by default, default settings, so no access log) on a loop
   plus the PostgreSQL processes serving its database (and the WAL writer), and the load
   generator's own CPU per poll beside it (what it leaves of the machine for the server);
 * transfer: one consented ask uploads a --size-mib age file (streamed, signed over its
-  SHA-256) and the requester downloads it; MB/s each way and the server's RSS growth (VmRSS
-  sampled every 20 ms, against the value before the transfer).
+  SHA-256) and the requester downloads it; MB/s each way, the server's RSS growth (VmRSS
+  sampled every 20 ms, against the value before the transfer) and its CPU per GiB moved
+  (user + system of every server process, median of the --transfers runs).
 
 The load generators run on the same machine as the server and PostgreSQL and compete with
 them for the CPU: the figures are a floor for a dedicated server.
