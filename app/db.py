@@ -59,7 +59,8 @@ def utcnow() -> datetime:
 # polls of 10,000 devices, 6,924 of 10,000 executions of each statement were planned afresh
 # in cold sessions (2.8 ms of planning against 0.18 ms of running for the asks query),
 # because psycopg prepares a statement only on its sixth use in a session. Kept, 330 were.
-# The most one process opens is unchanged (15); a request finding all 15 in use waits for one.
+# A request finding all 15 in use waits for one. A server process also keeps one connection of
+# its own for the steady device poll (app/requests/poll_fast.py): 16 in all.
 POSTGRESQL_POOL_SIZE = 15
 
 
@@ -67,7 +68,7 @@ def make_engine(database_url: str) -> Engine:
     """An engine for the URL; SQLite gets WAL, a busy timeout and IMMEDIATE transactions."""
     if not database_url.startswith("sqlite"):
         engine = create_engine(database_url, pool_size=POSTGRESQL_POOL_SIZE, max_overflow=0)
-        event.listen(engine, "checkout", _refuse_closed_connection)
+        event.listen(engine, "checkout", refuse_closed_connection)
         return engine
     engine = create_engine(database_url, connect_args={"timeout": 30})
 
@@ -88,7 +89,7 @@ def make_engine(database_url: str) -> Engine:
     return engine
 
 
-def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+def refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     """Pool checkout: drop a connection the server has closed, without a round trip.
 
     An idle pooled connection has nothing to read unless the server ended the session (a

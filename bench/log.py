@@ -570,7 +570,7 @@ def main() -> int:
         type=_counts,
         default=[8, 32],
         help="concurrent single-entry writers, one run per count, comma-separated (default: 8,32;"
-        " the lifecycle appends use the last count). A server process opens at most 15"
+        " the lifecycle appends use the last count). A server process's routes share 15"
         " connections, so 32 writers in 2 processes queue for them, as 16 concurrent requests"
         " a worker would",
     )

@@ -4,9 +4,8 @@ Every camera polls every few seconds, so this is the busiest call in the system,
 every poll is the same: an authenticated device whose asks have all been delivered before.
 For that poll, FastAPI's middleware, routing and request machinery, a worker-thread hop and
 SQLAlchemy's session and statement machinery cost several times the database work. This ASGI
-middleware answers it on the event loop with ONE statement on a pooled connection in
-autocommit mode (with no idle pooled connection the route answers, rather than the loop
-waiting for one):
+middleware answers it on the event loop with ONE statement on a connection of its own, in
+autocommit mode, with a 20 ms lock_timeout for the whole session (see `_own_connection`):
 
 1. the credential, the signature and the clock are checked first, in Python, exactly as
    `app.devices.service.check_call` checks them, against the device's key and credential
@@ -39,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -46,14 +46,25 @@ from typing import Any, NamedTuple, cast
 
 import psycopg
 from cryptography.exceptions import InvalidSignature
-from sqlalchemy import Engine, Select, Table, bindparam, case, func, literal_column, select
+from sqlalchemy import (
+    Engine,
+    Select,
+    Table,
+    bindparam,
+    case,
+    event,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine.interfaces import Dialect
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import tokens
+from app.db import refuse_closed_connection
 from app.devices import service as devices
 from app.devices.models import Device
 from app.requests import asks
@@ -109,10 +120,12 @@ def _open_asks(device_id: Any) -> Select[Any]:
 # modifying WITH queries run to completion whether or not the SELECT reads them; open_asks,
 # read twice, is computed once, so the asks returned are those the burn's condition saw.
 # The settings are local to this statement's implicit transaction; lock_timeout is set by
-# the row the INSERT reads, so before any lock wait. A lock wait longer than 20 ms (a
+# the row the INSERT reads, so before any row lock wait. A lock wait longer than 20 ms (a
 # concurrent call carrying the same nonce, or a transaction holding the device's row, e.g. a
 # revocation waiting for the log) stops the statement: the event loop must not wait on it, so
-# the route then answers the call on a worker thread.
+# the route then answers the call on a worker thread. The locks on the tables themselves are
+# taken before the statement runs at all; the connection's own session-wide lock_timeout
+# (`_own_connection`) bounds those waits (a migration's, say) the same way.
 _POLL_SQL = """
 WITH open_asks AS (
     {open_asks}
@@ -305,6 +318,9 @@ class DevicePolls:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._engine: Engine | None = None
+        # The connection the statements run on, detached from the engine's pool (see
+        # `_own_connection`), or None until one is needed.
+        self._own: PoolProxiedConnection | None = None
         self._poll_statement: _Compiled | None = None
         self._batch_statements: dict[int, _Compiled] = {}
         self._keys: dict[int, _Keys] = {}
@@ -370,37 +386,73 @@ class DevicePolls:
         """Each waiting call's body, or None where the route is to answer it."""
         engine: Engine = state.engine
         passed_on: list[bytes | None] = [None] * len(waiting)
-        pool = engine.pool
-        if isinstance(pool, QueuePool) and pool.checkedin() == 0:
-            # No idle connection: taking one could mean waiting for a worker thread to return
-            # one, or connecting, on the event loop; the route waits on a worker thread instead.
+        connection = self._own_connection(engine)
+        if connection is None:
             return passed_on
         try:
-            pooled = engine.raw_connection()
-        except DBAPIError:
-            return passed_on  # cannot connect: the route says so as every route does
-        connection = cast(psycopg.Connection[Any], pooled.driver_connection)
-        try:
-            connection.autocommit = True
-            try:
-                with connection.cursor() as cursor:
-                    checked = self._checked_calls(cursor, waiting, state.settings)
-                    now: datetime = state.clock()
-                    found = self._poll(cursor, [call for _, call in checked], now)
-            finally:
-                connection.autocommit = False
+            with connection.cursor() as cursor:
+                checked = self._checked_calls(cursor, waiting, state.settings)
+                now: datetime = state.clock()
+                found = self._poll(cursor, [call for _, call in checked], now)
         except psycopg.Error:
             # A lock timeout, a lost server, anything: this connection is not reused, and the
             # route answers every call (it recovers from a lost server as every route does).
-            pooled.invalidate()
+            self.close()
             return passed_on
-        finally:
-            pooled.close()
         bodies = passed_on
         for (at, _), rows in zip(checked, found, strict=True):
             if rows is not None:
                 bodies[at] = b"[" + b",".join(self._json(row) for row in rows) + b"]"
         return bodies
+
+    def _own_connection(self, engine: Engine) -> psycopg.Connection[Any] | None:
+        """The connection the statements run on, or None: the route is to answer.
+
+        One per middleware (per worker), taken from the engine's pool once and detached from
+        it, so the pool's connections stay the routes' and a busy pool never turns polls away.
+        The event loop runs one statement at a time, so one connection is all it can use. It
+        is in autocommit mode, with a session-wide lock_timeout of 20 ms: every lock wait,
+        including those for the tables, which come before a statement's own settings apply,
+        ends within that, and the route answers. A connection the server has closed (a
+        restart) is noticed without a round trip, as the pool notices it (app/db.py), and
+        replaced; so is one a statement failed on.
+        """
+        own = self._own
+        if own is not None:
+            try:
+                refuse_closed_connection(own.dbapi_connection, None, None)
+            except DisconnectionError:
+                self.close()
+            else:
+                return cast(psycopg.Connection[Any], own.dbapi_connection)
+        pool = engine.pool
+        if isinstance(pool, QueuePool) and pool.checkedin() == 0:
+            # No idle connection: taking one could mean waiting for a worker thread to return
+            # one, or connecting, on the event loop; the route waits on a worker thread instead.
+            return None
+        try:
+            pooled = engine.raw_connection()
+        except DBAPIError:
+            return None  # cannot connect: the route says so as every route does
+        connection = cast(psycopg.Connection[Any], pooled.driver_connection)
+        try:
+            connection.rollback()  # idle after a check-in; this only makes sure
+            connection.autocommit = True
+            connection.execute("SET lock_timeout = '20ms'")
+        except psycopg.Error:
+            pooled.invalidate()
+            pooled.close()
+            return None
+        pooled.detach()  # now closed, not checked in, by close()
+        self._own = pooled
+        return connection
+
+    def close(self) -> None:
+        """Close the middleware's own connection (a new one is taken when next needed)."""
+        own, self._own = self._own, None
+        if own is not None:
+            with contextlib.suppress(Exception):  # already gone: nothing to close
+                own.close()
 
     def _checked_calls(
         self, cursor: psycopg.Cursor[Any], waiting: list[_Waiting], settings: Any
@@ -440,6 +492,10 @@ class DevicePolls:
             )
             for rows in (2, 4, 8, 16)
         }
+        if self._engine is not None:
+            self.close()  # the old engine's
+        # Disposing of the engine (the app's end, a test's) closes this connection too.
+        event.listen(engine, "engine_disposed", lambda _engine: self.close())
         self._engine = engine
         self._keys.clear()
         self._ask_json.clear()

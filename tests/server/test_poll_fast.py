@@ -27,9 +27,10 @@ POLL = "/api/device/asks"
 
 
 # The app's background jobs (log integrator, checkpoint publisher, scheduler) each borrow a
-# pooled connection now and then. The fast path passes a call on when it finds none idle (as
-# designed), so a test whose app has made only one connection could see its poll deferred
-# whenever a job holds that one. Each test starts with more idle than the jobs can hold.
+# pooled connection now and then. The fast path takes its own connection from the idle ones
+# when it first needs one and passes the call on when it finds none idle (as designed), so a
+# test whose app has made only one connection could see its poll deferred whenever a job
+# holds that one. Each test starts with more idle than the jobs can hold.
 _IDLE_AT_START = 4
 
 
@@ -110,6 +111,8 @@ def _fast_polls(
         await asyncio.gather(*(one(at, signed) for at, signed in enumerate(signed_calls)))
 
     asyncio.run(all_at_once())
+    if polls is None:
+        middleware.close()  # its own connection; a kept one closes with the engine
     for at in reached:
         answers[at].passed_on = True
     return answers
@@ -227,7 +230,8 @@ def test_every_other_call_is_passed_on_untouched(
     assert repeated.passed_on
     assert nonces_used(community, device) == before  # none of them burned a nonce
 
-    # No idle pooled connection: the loop does not wait for one; the route does.
+    # No idle pooled connection to take its own from: the loop does not wait for one; the
+    # route does.
     engine = community.app.state.engine
     held = []
     while engine.pool.checkedin():
@@ -276,7 +280,7 @@ def test_a_locked_device_row_is_left_to_the_route(
 def test_the_settings_are_local_to_the_poll(community: Community, client: TestClient) -> None:
     world, device = _delivered_world(community)
     assert not _fast_poll(community, _headers(world, device)).passed_on
-    # Every idle pooled connection, the one the poll used among them, is as it was.
+    # Every idle pooled connection is as it was: the poll's settings stay on its own.
     engine = community.app.state.engine
     held = []
     while engine.pool.checkedin():
@@ -295,6 +299,64 @@ def test_the_settings_are_local_to_the_poll(community: Community, client: TestCl
     finally:
         for pooled in held:
             pooled.close()
+
+
+@pytest.mark.postgresql_only
+def test_a_busy_pool_does_not_turn_steady_polls_away(
+    community: Community, client: TestClient
+) -> None:
+    world, device = _delivered_world(community)
+    polls = poll_fast.DevicePolls(None)  # type: ignore[arg-type]
+    assert not _fast_poll(community, _headers(world, device), polls).passed_on
+    # Every pooled connection busy (routes on worker threads): the poll runs on the
+    # middleware's own connection all the same.
+    engine = community.app.state.engine
+    held = []
+    while engine.pool.checkedin():
+        held.append(engine.raw_connection())
+    try:
+        assert not _fast_poll(community, _headers(world, device), polls).passed_on
+    finally:
+        for connection in held:
+            connection.close()
+        polls.close()
+
+
+@pytest.mark.postgresql_only
+def test_a_table_lock_holds_the_event_loop_no_longer_than_the_lock_timeout(
+    community: Community, client: TestClient, database_url: str
+) -> None:
+    """A table's own lock (a migration's, say) is taken before the poll's statement runs, so
+    before its statement-local settings apply; the connection's session-wide lock_timeout
+    must end that wait too, or the worker's whole event loop waits with it."""
+    world, device = _delivered_world(community)
+    polls = poll_fast.DevicePolls(None)  # type: ignore[arg-type]
+    assert not _fast_poll(community, _headers(world, device), polls).passed_on  # key kept
+    signed = _headers(world, device)
+    before = nonces_used(community, device)
+    answered: list[Answered] = []
+    other = create_engine(database_url)
+    try:
+        with other.connect() as holder:
+            holder.execute(text("LOCK TABLE device_nonces IN ACCESS EXCLUSIVE MODE"))
+            poll = threading.Thread(
+                target=lambda: answered.append(_fast_poll(community, signed, polls))
+            )
+            started = time.monotonic()
+            poll.start()
+            poll.join(timeout=5)
+            waited = time.monotonic() - started
+            still_waiting = poll.is_alive()
+            holder.rollback()  # the lock goes; a poll still waiting ends now
+        poll.join()
+    finally:
+        other.dispose()
+    assert not still_waiting, "the poll waited for the table lock"
+    assert answered[0].passed_on and waited < 2
+    assert nonces_used(community, device) == before
+    # A new connection of its own, and the next poll is answered here again.
+    assert not _fast_poll(community, _headers(world, device), polls).passed_on
+    polls.close()
 
 
 def _terminate_others(url: Any) -> None:
@@ -367,7 +429,8 @@ def test_a_steady_poll_is_one_statement_once_the_key_is_kept(
     polls = poll_fast.DevicePolls(None)  # type: ignore[arg-type]
     statements = _Statements(monkeypatch)
     first = _fast_poll(community, _headers(world, device), polls)
-    assert not first.passed_on and statements.count == 2  # the key block, then the poll
+    # Its connection's session setting (once), the key block, then the poll.
+    assert not first.passed_on and statements.count == 3
 
     def last_seen() -> Any:
         with community.session() as session:
