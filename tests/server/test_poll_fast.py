@@ -319,7 +319,11 @@ def test_a_busy_pool_does_not_turn_steady_polls_away(
     finally:
         for connection in held:
             connection.close()
-        polls.close()
+    # The connection of its own, detached from the pool, closes with the engine.
+    assert polls._own is not None
+    own = polls._own.dbapi_connection
+    engine.dispose()
+    assert own.closed and polls._own is None
 
 
 @pytest.mark.postgresql_only
