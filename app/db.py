@@ -12,6 +12,8 @@ import select
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+from psycopg import pq as psycopg_pq
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -69,6 +71,8 @@ def make_engine(database_url: str) -> Engine:
     if not database_url.startswith("sqlite"):
         engine = create_engine(database_url, pool_size=POSTGRESQL_POOL_SIZE, max_overflow=0)
         event.listen(engine, "checkout", refuse_closed_connection)
+        if engine.dialect.driver == "psycopg":
+            engine.dialect.do_rollback = _rollback_keeping_prepared_statements  # type: ignore[method-assign]
         return engine
     engine = create_engine(database_url, connect_args={"timeout": 30})
 
@@ -87,6 +91,26 @@ def make_engine(database_url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _rollback_keeping_prepared_statements(dbapi_connection: Any) -> None:
+    """ROLLBACK without psycopg forgetting the statements it prepared in the session.
+
+    psycopg's own rollback() clears its cache of prepared statements and sends DEALLOCATE ALL
+    (a guard for sessions that change the schema inside a transaction; PostgreSQL itself keeps
+    prepared statements across ROLLBACK). Every request answered with a 4xx rolls back, so
+    each refusal (a bad token, a replayed nonce) cost a round trip and left its pooled session
+    planning every statement afresh until psycopg prepared it again on its sixth use. The app
+    changes no schema at run time (migrations run before it serves, in sessions of their own),
+    so ROLLBACK is sent as a plain command through libpq here, and the cache stays.
+    """
+    pgconn = dbapi_connection.pgconn
+    if pgconn.transaction_status == psycopg_pq.TransactionStatus.IDLE:
+        return
+    result = pgconn.exec_(b"ROLLBACK")
+    if result.status != psycopg_pq.ExecStatus.COMMAND_OK:
+        message = pgconn.get_error_message() or "ROLLBACK failed"
+        raise psycopg.OperationalError(message)
 
 
 def refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
