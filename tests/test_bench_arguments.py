@@ -28,6 +28,7 @@ def _run(script: str, *arguments: str) -> subprocess.CompletedProcess[str]:
     ("script", "arguments", "message"),
     [
         ("clip_writes.py", ["--repeat", "0"], "must be at least 1"),
+        ("rollback.py", ["--pairs", "0"], "must be at least 1"),
         ("clip_writes.py", ["--size-mib", "-1"], "must be at least 1"),
         ("seal.py", ["--repeat", "0"], "--size-mib and --repeat must be at least 1"),
         ("seal.py", ["--size-mib", "-1"], "--size-mib and --repeat must be at least 1"),
