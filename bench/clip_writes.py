@@ -37,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.clipstore import LocalClipStore, local
+from bench.common import positive
 
 MIB = 1024 * 1024
 
@@ -65,13 +66,6 @@ def write_once(store: LocalClipStore, key: str, block: bytes, size_mib: int) -> 
         writer.write(block)
     writer.commit()
     return time.perf_counter() - started, time.process_time() - cpu
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def main() -> int:

@@ -62,8 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, create_engine, event, insert, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, event, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +81,7 @@ from app.log.keys import load_or_create  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.permissions import Role  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from bench.common import fresh_database  # noqa: E402
 from bench.serving import free_port, serving  # noqa: E402
 from porchlight.tlog.verify import HttpSource, verify_log  # noqa: E402
 
@@ -438,16 +438,8 @@ def database(kind: str, postgres: str | None, scratch: Path) -> Iterator[str]:
         yield f"sqlite:///{scratch / 'bench.sqlite3'}"
         return
     assert postgres
-    name = f"porchlight_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(postgres, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database(postgres) as url:
+        yield url
 
 
 def run(kind: str, args: argparse.Namespace, scratch: Path) -> dict[str, str]:

@@ -21,17 +21,16 @@ import argparse
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import bindparam, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import bindparam, text
 
 from app.db import make_engine, make_sessionmaker
 from app.migrate import upgrade
 from app.requests.poll_fast import _open_asks
+from bench.common import fresh_database, positive
 
 
 def backend_cpu(pid: int) -> float:
@@ -73,13 +72,6 @@ def pairs(url: str, count: int, keep: bool) -> tuple[float, float, float]:
         engine.dispose()
 
 
-def positive(text_value: str) -> int:
-    value = int(text_value)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=positive, default=2000, help="pairs timed per run")
@@ -92,25 +84,13 @@ def main() -> int:
         help="a PostgreSQL server URL (default: $PORCHLIGHT_TEST_POSTGRES_URL or the local one)",
     )
     args = parser.parse_args()
-    name = f"porchlight_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
     rows = []
-    try:
+    with fresh_database(args.postgres) as url:
         upgrade(url)
         for _ in range(args.repeat):
-            for label, keep in (
-                ("psycopg's rollback()", False),
-                ("plain ROLLBACK (the app)", True),
-            ):
+            for label, keep in (("psycopg's rollback()", False), ("plain ROLLBACK, the app", True)):
                 rows.append((label, *pairs(url, args.pairs, keep)))
                 print(f"{label}: {rows[-1][1:]}", file=sys.stderr)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
     print(f"\n{args.pairs} pairs (refused, then served) on one pooled session, per pair\n")
     print("| rollback | client CPU | PostgreSQL CPU | wall |")
     print("|---|---:|---:|---:|")

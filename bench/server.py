@@ -44,7 +44,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -70,6 +69,7 @@ from app.devices.models import Device  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.permissions import Role  # noqa: E402
 from bench import poll_load  # noqa: E402
+from bench.common import fresh_database  # noqa: E402
 from bench.serving import free_port, serving  # noqa: E402
 from porchlight import consent  # noqa: E402
 from porchlight.age import encrypt_file, generate_identity, parse_recipient  # noqa: E402
@@ -79,24 +79,6 @@ from porchlight.manifest import ClipManifest, format_time, public_key_text  # no
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 CENTRE = (51.5010, -0.1420)
-
-
-@contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    name = f"porchlight_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 def spread(count: int, radius_m: float) -> Iterator[tuple[float, float]]:
