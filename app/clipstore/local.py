@@ -75,8 +75,8 @@ _sync_file_range = _load_sync_file_range()
 def _start_writeback(fd: int, offset: int, length: int) -> None:
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, length, _WRITE)
-    elif hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    else:
+        _drop_cached(fd, offset, length)  # starts the write-back of dirty pages too
 
 
 def _settle(fd: int, offset: int, length: int) -> None:
