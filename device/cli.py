@@ -1,43 +1,25 @@
-"""`porchlight device ...`: set up and run the camera agent, list and export clips.
+"""`porchlight device ...`: set up and run the camera agent, list and export clips, and answer
+footage requests (`enroll`, `asks`, `consent`, `decline`, whose code is in device/sync_cli.py).
 
-Subcommands live here; the sync commands (`enroll`, `asks`, `consent`, `decline`) are added by
-`device/sync_cli.py` when it exists: it exposes ``register(commands)`` taking this group's
-subparsers action, and may use `data_dir_of`, `load_device_config` and `add_data_dir` below.
+This module only builds the parsers. What a command needs (the clip store, pydantic for the
+config, the HTTP client, the encoder) is imported when that command runs, so `--help` and
+the local commands stay quick on a Raspberry Pi.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import importlib
-import importlib.util
-import json
-import logging
-import os
-import signal
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from device.clipstore import ClipStore, ClipStoreError
-from device.config import (
-    CONFIG_NAME,
-    ConfigError,
-    DeviceConfig,
-    config_template,
-    default_data_dir,
-    load_config,
-)
-from device.keys import KeyFileError, create_device_key, load_device_key, parse_recipients
-from porchlight.age import (
-    AgeError,
-    PassphraseRequiredError,
-    generate_identity,
-    read_identity_file,
-    write_identity_file,
-)
 from porchlight.cli import CommandError
+
+if TYPE_CHECKING:
+    from device.clipstore import ClipStore
+    from device.config import DeviceConfig
 
 IDENTITY_NAME = "homeowner-identity.age"
 
@@ -53,10 +35,14 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def data_dir_of(args: argparse.Namespace) -> Path:
+    from device.config import default_data_dir
+
     return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
 
 
 def load_device_config(args: argparse.Namespace) -> tuple[Path, DeviceConfig]:
+    from device.config import CONFIG_NAME, ConfigError, load_config
+
     data_dir = data_dir_of(args)
     if not (data_dir / CONFIG_NAME).exists():
         raise CommandError(
@@ -70,6 +56,9 @@ def load_device_config(args: argparse.Namespace) -> tuple[Path, DeviceConfig]:
 
 
 def _store(data_dir: Path, config: DeviceConfig, *, signing: bool = False) -> ClipStore:
+    from device.clipstore import ClipStore
+    from device.keys import KeyFileError, load_device_key, parse_recipients
+
     try:
         key = load_device_key(data_dir)
         return ClipStore(
@@ -82,7 +71,9 @@ def _store(data_dir: Path, config: DeviceConfig, *, signing: bool = False) -> Cl
         raise CommandError(str(error)) from None
 
 
-def _read_passphrase(path: Path | None, *, confirm: bool = False) -> str:
+def read_passphrase(path: Path | None, *, confirm: bool = False) -> str:
+    import getpass
+
     if path is not None:
         try:
             text = path.read_text(encoding="utf-8")
@@ -104,6 +95,10 @@ def _read_passphrase(path: Path | None, *, confirm: bool = False) -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from device.config import CONFIG_NAME, config_template
+    from device.keys import KeyFileError, create_device_key, parse_recipients
+    from porchlight.age import generate_identity, write_identity_file
+
     data_dir = data_dir_of(args)
     if (data_dir / CONFIG_NAME).exists():
         raise CommandError(
@@ -115,7 +110,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             parse_recipients(recipients)
         except KeyFileError as error:
             raise CommandError(str(error)) from None
-    passphrase = None if recipients else _read_passphrase(args.passphrase_file, confirm=True)
+    passphrase = None if recipients else read_passphrase(args.passphrase_file, confirm=True)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     identity_file = None
     if not recipients:
@@ -137,7 +132,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
     from device.agent import Agent
+    from device.keys import KeyFileError
     from device.sources import FileSource, SourceError, open_source
 
     data_dir, config = load_device_config(args)
@@ -175,6 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_clips(args: argparse.Namespace) -> int:
+    import json
+
     data_dir, config = load_device_config(args)
     store = _store(data_dir, config)
     try:
@@ -197,6 +198,11 @@ def cmd_clips(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import os
+
+    from device.clipstore import ClipStoreError
+    from porchlight.age import AgeError, PassphraseRequiredError, read_identity_file
+
     data_dir, config = load_device_config(args)
     output: Path = args.output
     if output.exists() and not args.force:
@@ -215,7 +221,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 identities = read_identity_file(identity_path, None)
             except PassphraseRequiredError:
                 identities = read_identity_file(
-                    identity_path, _read_passphrase(args.passphrase_file)
+                    identity_path, read_passphrase(args.passphrase_file)
                 )
         except OSError as error:
             raise CommandError(f"cannot read identity: {error}") from None
@@ -270,6 +276,9 @@ def cmd_mask_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
     from device.retention import filesystem_usage
 
     data_dir, config = load_device_config(args)
@@ -373,6 +382,65 @@ def register(subparsers: Any) -> None:
     add_data_dir(status)
     status.set_defaults(handler=cmd_status)
 
-    # The sync commands (enroll, asks, consent, decline) live in their own module when present.
-    if importlib.util.find_spec("device.sync_cli") is not None:
-        importlib.import_module("device.sync_cli").register(commands)
+    enroll = commands.add_parser("enroll", help="register this device with a community server")
+    enroll.add_argument(
+        "--server", required=True, help="server URL, e.g. https://porchlight.example"
+    )
+    enroll.add_argument("--code", required=True, help="the one-time enrolment code")
+    add_data_dir(enroll)
+    enroll.add_argument(
+        "--name", default=None, help="how the server lists this camera (default: the host name)"
+    )
+    enroll.set_defaults(handler=_later("device.sync_cli", "cmd_enroll"))
+
+    asks = commands.add_parser("asks", help="footage requests asked of this device, and its clips")
+    _sync_options(asks)
+    asks.add_argument("--json", action="store_true", help="machine-readable output")
+    asks.set_defaults(handler=_later("device.sync_cli", "cmd_asks"))
+
+    consent = commands.add_parser(
+        "consent", help="share chosen clips with a request (rewrapped for the agency, uploaded)"
+    )
+    consent.add_argument("ask", help="the ask id (see 'porchlight device asks')")
+    consent.add_argument(
+        "--clips", help="clip ids to share, comma separated (omit to finish an earlier upload)"
+    )
+    _sync_options(consent)
+    consent.add_argument("--passphrase-file", type=Path, help="read the passphrase from this file")
+    consent.add_argument(
+        "--identity", type=Path, help="homeowner identity file (default: the configured one)"
+    )
+    consent.set_defaults(handler=_later("device.sync_cli", "cmd_consent"))
+
+    decline = commands.add_parser("decline", help="decline an ask: nothing is shared")
+    decline.add_argument("ask", help="the ask id")
+    _sync_options(decline)
+    decline.set_defaults(handler=_later("device.sync_cli", "cmd_decline"))
+
+
+def _later(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """A handler that imports its module only when its command runs."""
+
+    def handler(args: argparse.Namespace) -> int:
+        command: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(module), name
+        )
+        return command(args)
+
+    return handler
+
+
+def _retries(text: str) -> int:
+    if not text.isdigit() or int(text) > 20:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of retries from 0 to 20")
+    return int(text)
+
+
+def _sync_options(parser: argparse.ArgumentParser) -> None:
+    add_data_dir(parser)
+    parser.add_argument(
+        "--retries",
+        type=_retries,
+        default=5,
+        help="retries (with doubling waits from 0.5 s) while the server is unreachable",
+    )

@@ -1,16 +1,15 @@
 """`porchlight device enroll | asks | consent | decline`: the device's side of footage requests.
 
-`register(commands)` adds the subcommands to the device command group (device/cli.py calls it
-when this module is importable). `enroll` writes the device's Ed25519 key (device/keys.py, the
-same key that signs clip manifests; created if missing) and the server's credential to the data
-directory with mode 0600. The others are thin wrappers over `device.sync.DeviceSync`
-(spec: docs/requests-api.md, "Device").
+device/cli.py defines these commands' arguments and calls the `cmd_*` functions here, importing
+this module (and with it the HTTP client) only when one of them runs. `enroll` writes the
+device's Ed25519 key (device/keys.py, the same key that signs clip manifests; created if
+missing) and the server's credential to the data directory with mode 0600. The others are thin
+wrappers over `device.sync.DeviceSync` (spec: docs/requests-api.md, "Device").
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import socket
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from device.cli import IDENTITY_NAME, add_data_dir, data_dir_of, load_device_config
+from device.cli import IDENTITY_NAME, data_dir_of, load_device_config, read_passphrase
 from device.keys import DEVICE_KEY_NAME, KeyFileError, create_device_key, load_device_key
 from device.sync import (
     ENROLMENT_FILE,
@@ -41,7 +40,6 @@ __all__ = [
     "enroll",
     "load_enrolment",
     "load_or_create_key",
-    "register",
 ]
 
 KEY_FILE = DEVICE_KEY_NAME
@@ -84,9 +82,10 @@ def enroll(server: str, code: str, data_dir: Path, name: str) -> DeviceEnrolment
     return saved
 
 
-def _enroll(args: argparse.Namespace) -> int:
+def cmd_enroll(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args)
-    saved = enroll(args.server, args.code, data_dir, args.name)
+    name = args.name or socket.gethostname()[:100] or "camera"
+    saved = enroll(args.server, args.code, data_dir, name)
     print(
         f"enrolled as device {saved.device_id} with {saved.server}; "
         f"key and credential in {data_dir}"
@@ -103,24 +102,6 @@ def _sync(args: argparse.Namespace) -> DeviceSync:
         )
     except SyncError as error:
         raise CommandError(error.message, hint=error.hint) from None
-
-
-def _read_passphrase(path: Path | None) -> str:
-    if path is not None:
-        try:
-            passphrase = path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as error:
-            raise CommandError(f"cannot read passphrase file: {error}") from None
-    else:
-        if not sys.stdin.isatty():
-            raise CommandError(
-                "a passphrase is needed and there is no terminal to ask it on",
-                hint="pass --passphrase-file FILE",
-            )
-        passphrase = getpass.getpass("Homeowner passphrase: ")
-    if not passphrase:
-        raise CommandError("the passphrase is empty")
-    return passphrase
 
 
 def _unlocker(args: argparse.Namespace) -> Callable[[], Sequence[Identity]]:
@@ -141,7 +122,7 @@ def _unlocker(args: argparse.Namespace) -> Callable[[], Sequence[Identity]]:
             try:
                 return read_identity_file(identity_path, None)
             except PassphraseRequiredError:
-                return read_identity_file(identity_path, _read_passphrase(args.passphrase_file))
+                return read_identity_file(identity_path, read_passphrase(args.passphrase_file))
         except OSError as error:
             raise CommandError(f"cannot read the homeowner identity: {error}") from None
         except AgeError as error:
@@ -191,7 +172,7 @@ def _describe(ask: Ask, clips: Sequence[Any]) -> list[str]:
     return lines
 
 
-def _asks(args: argparse.Namespace) -> int:
+def cmd_asks(args: argparse.Namespace) -> int:
     with _sync(args) as sync:
         try:
             asks = sync.asks()
@@ -215,7 +196,7 @@ def _asks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _consent(args: argparse.Namespace) -> int:
+def cmd_consent(args: argparse.Namespace) -> int:
     clip_ids = [c.strip() for c in (args.clips or "").split(",") if c.strip()]
     with _sync(args) as sync:
         try:
@@ -235,7 +216,7 @@ def _consent(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decline(args: argparse.Namespace) -> int:
+def cmd_decline(args: argparse.Namespace) -> int:
     with _sync(args) as sync:
         try:
             answer = sync.decline(args.ask)
@@ -243,54 +224,3 @@ def _decline(args: argparse.Namespace) -> int:
             raise CommandError(error.message, hint=error.hint) from None
     print(f"declined ask {args.ask} ({answer.get('state', 'declined')}); nothing was shared")
     return 0
-
-
-def _retries(text: str) -> int:
-    if not text.isdigit() or int(text) > 20:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of retries from 0 to 20")
-    return int(text)
-
-
-def _sync_options(parser: argparse.ArgumentParser) -> None:
-    add_data_dir(parser)
-    parser.add_argument(
-        "--retries",
-        type=_retries,
-        default=5,
-        help="retries (with doubling waits from 0.5 s) while the server is unreachable",
-    )
-
-
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = commands.add_parser("enroll", help="register this device with a community server")
-    parser.add_argument(
-        "--server", required=True, help="server URL, e.g. https://porchlight.example"
-    )
-    parser.add_argument("--code", required=True, help="the one-time enrolment code")
-    add_data_dir(parser)
-    parser.add_argument("--name", default=socket.gethostname()[:100] or "camera")
-    parser.set_defaults(handler=_enroll)
-
-    asks = commands.add_parser("asks", help="footage requests asked of this device, and its clips")
-    _sync_options(asks)
-    asks.add_argument("--json", action="store_true", help="machine-readable output")
-    asks.set_defaults(handler=_asks)
-
-    consent = commands.add_parser(
-        "consent", help="share chosen clips with a request (rewrapped for the agency, uploaded)"
-    )
-    consent.add_argument("ask", help="the ask id (see 'porchlight device asks')")
-    consent.add_argument(
-        "--clips", help="clip ids to share, comma separated (omit to finish an earlier upload)"
-    )
-    _sync_options(consent)
-    consent.add_argument("--passphrase-file", type=Path, help="read the passphrase from this file")
-    consent.add_argument(
-        "--identity", type=Path, help="homeowner identity file (default: the configured one)"
-    )
-    consent.set_defaults(handler=_consent)
-
-    decline = commands.add_parser("decline", help="decline an ask: nothing is shared")
-    decline.add_argument("ask", help="the ask id")
-    _sync_options(decline)
-    decline.set_defaults(handler=_decline)
