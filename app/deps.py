@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from argon2 import PasswordHasher
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -91,6 +91,12 @@ SessionDep = Annotated[Session, Depends(_session)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 HasherDep = Annotated[PasswordHasher, Depends(_hasher)]
 NowDep = Annotated[datetime, Depends(_now)]
+
+# The largest row id either database stores (a signed 64-bit integer).
+MAX_ROW_ID = 2**63 - 1
+# An integer id in a URL path: anything outside 1..MAX_ROW_ID names no row, and is refused with
+# a 422 before it reaches the database (where SQLite cannot even bind it).
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 
 
 def client_address(request: Request) -> str:
