@@ -93,7 +93,10 @@ Verify the whole log, trusting only the log's verifier key (--key):
 5. against the state file (--state) of the last successful run: the new tree contains the
    old one (same root at the old size) and the checkpoint did not roll back. A fork (a
    rewritten history re-signed with the log's key) is named by its first differing
-   256-entry block or entry.
+   256-entry block or entry. An older checkpoint given with --checkpoint must be a prefix
+   of the history verified before; one whose last entries fall in a 256-entry block that
+   the state keeps only as a hash is checked with that block's complete tile from --dir or
+   --server, and refused as uncheckable if there is none (use the log it was taken from).
 
 Failures name the first bad entry, tile or checkpoint, exit non-zero and leave the state
 file untouched. --witness additionally requires a valid cosignature by each given key."""

@@ -17,6 +17,12 @@ prefix serving `checkpoint`, `tile/<L>/<N>[.p/<W>]` and `tile/entries/<N>[.p/<W>
 4. against the previously verified checkpoint, kept in a JSON state file: the new tree must
    contain the old one (same root at the old size; rebuilding the whole tree is a stronger
    check than an RFC 9162 2.1.4 consistency proof), and the checkpoint may not roll back.
+   An older checkpoint, checked on purpose (`allow_older`), must be a prefix of the history
+   verified before: its complete 256-entry blocks must have the hashes the state kept, and
+   the entries of its last partial block the leaf hashes of that history, taken from the
+   state's tail or from the source's complete level-0 tile or entry bundle of that block
+   (believed only if it hashes to the block hash the state kept). When neither has them, it
+   is refused as uncheckable, never accepted unchecked.
 
 Failures raise `VerifyError` naming the first bad entry index when one can be determined
 (an entry whose leaf hash disagrees with the log's own hash tiles is the first place the
@@ -45,7 +51,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from porchlight.tlog.checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from porchlight.tlog.merkle import HASH_SIZE, LevelBuilder, root_from_levels
+from porchlight.tlog.merkle import HASH_SIZE, LevelBuilder, complete_levels, root_from_levels
 from porchlight.tlog.note import Ed25519Verifier, NoteError, parse_verifier_key
 from porchlight.tlog.tiles import (
     TILE_HEIGHT,
@@ -54,6 +60,7 @@ from porchlight.tlog.tiles import (
     TileError,
     decode_bundle,
     leaf_hashes,
+    split_hashes,
     tile_levels,
     tiles_at_level,
 )
@@ -480,38 +487,108 @@ def _check_upper_tiles(source: TileSource, levels: Sequence[Sequence[bytes]], si
                 )
 
 
-def _fork_detail(previous: VerifiedState, levels: Sequence[Sequence[bytes]]) -> str:
-    """Where the presented history first differs from the one verified before."""
+def _fork_detail(previous: VerifiedState, levels: Sequence[Sequence[bytes]], size: int) -> str:
+    """Where the presented history of `size` entries first differs from the one verified
+    before, within the entries both cover."""
+    common = min(size, previous.size)
     blocks = levels[TILE_HEIGHT] if len(levels) > TILE_HEIGHT else []
-    for block, old in enumerate(previous.block_hashes):
+    for block, old in enumerate(previous.block_hashes[: common // TILE_WIDTH]):
         if block >= len(blocks) or blocks[block] != old:
             start = block * TILE_WIDTH
             return f"; first differing entry is in {start}..{start + TILE_WIDTH - 1}"
     tail_start = len(previous.block_hashes) * TILE_WIDTH
-    for offset, old in enumerate(previous.tail_leaf_hashes):
+    for offset, old in enumerate(previous.tail_leaf_hashes[: max(0, common - tail_start)]):
         index = tail_start + offset
         if index >= len(levels[0]) or levels[0][index] != old:
             return f"; first differing entry is {index}"
     return ""
 
 
-def _consistent(previous: VerifiedState, levels: Sequence[Sequence[bytes]], size: int) -> bool:
-    """Is the verified tree of `size` leaves consistent with the previously verified one?"""
+def _first_difference(start: int, ours: Sequence[bytes], theirs: Sequence[bytes]) -> int | None:
+    """The index of the first leaf hash that differs, numbering `ours[0]` as entry `start`."""
+    for offset, (mine, other) in enumerate(zip(ours, theirs, strict=False)):
+        if mine != other:
+            return start + offset
+    return None
+
+
+def _block_leaf_hashes(source: TileSource, block: int, block_hash: bytes) -> list[bytes] | None:
+    """The 256 leaf hashes of complete block `block`, from the source's full level-0 tile or
+    full entry bundle, if either hashes to `block_hash`; otherwise None.
+
+    `block_hash` comes from the state file, vouched for by the root verified before, so
+    leaf hashes that hash to it are that history's own, whoever serves them."""
+    for tile in (Tile(0, block), Tile(None, block)):
+        data = source.read(tile.path())
+        if data is None:
+            continue
+        try:
+            hashes = split_hashes(data) if tile.level == 0 else leaf_hashes(decode_bundle(data))
+        except TileError:
+            continue
+        if len(hashes) == TILE_WIDTH and complete_levels(hashes)[TILE_HEIGHT][0] == block_hash:
+            return hashes
+    return None
+
+
+def _check_consistent(
+    source: TileSource,
+    previous: VerifiedState,
+    checkpoint: Checkpoint,
+    levels: Sequence[Sequence[bytes]],
+) -> None:
+    """Raise `VerifyError` unless the verified tree (`levels`, of the checkpoint's size) and
+    the one verified before are the same history up to the smaller of the two sizes."""
+    size = checkpoint.size
+
+    def inconsistent(detail: str) -> VerifyError:
+        return VerifyError(
+            f"checkpoint (size {size}, root {_b64(checkpoint.root_hash)}) is inconsistent "
+            f"with the checkpoint verified before (size {previous.size}, root "
+            f"{_b64(previous.root_hash)}): the log's history was rewritten or forked{detail}",
+            path=CHECKPOINT_PATH,
+        )
+
     if previous.size == 0:
-        return True
+        return
     if size >= previous.size:
-        return root_from_levels(levels, previous.size) == previous.root_hash
-    # An older checkpoint: compare what the state remembers of the first `size` entries.
-    # Complete 256-entry blocks are compared by hash; a partial block only when the state
-    # kept its leaf hashes (it lies in the state's own tail).
-    full_blocks = size // TILE_WIDTH
+        if root_from_levels(levels, previous.size) != previous.root_hash:
+            raise inconsistent(_fork_detail(previous, levels, size))
+        return
+    # An older checkpoint: its root at `size` cannot be derived from the state's root, so
+    # the entries it commits to (verified against its signature) are compared with what the
+    # state remembers of that history: whole 256-entry blocks by hash, the last partial
+    # block leaf by leaf.
+    full_blocks, width = divmod(size, TILE_WIDTH)
     blocks = levels[TILE_HEIGHT] if len(levels) > TILE_HEIGHT else []
-    if list(blocks[:full_blocks]) != list(previous.block_hashes[:full_blocks]):
-        return False
+    for block in range(full_blocks):
+        if blocks[block] != previous.block_hashes[block]:
+            start = block * TILE_WIDTH
+            raise inconsistent(f"; first differing entry is in {start}..{start + TILE_WIDTH - 1}")
+    if width == 0:
+        return
+    start = full_blocks * TILE_WIDTH
+    ours = levels[0][start:size]
     if full_blocks == len(previous.block_hashes):
-        tail = levels[0][full_blocks * TILE_WIDTH : size]
-        return list(tail) == list(previous.tail_leaf_hashes[: len(tail)])
-    return True
+        # The partial block lies in the state's own tail, whose leaf hashes it kept.
+        honest: Sequence[bytes] | None = previous.tail_leaf_hashes
+    else:
+        # The state kept only this block's hash: its leaf hashes must come from the source,
+        # and are believed only if they hash to it.
+        honest = _block_leaf_hashes(source, full_blocks, previous.block_hashes[full_blocks])
+    if honest is None:
+        raise VerifyError(
+            f"cannot check checkpoint (size {size}) against the checkpoint verified before "
+            f"(size {previous.size}): the state file keeps entries "
+            f"{start}..{start + TILE_WIDTH - 1} only as one hash, and {source.describe()} has "
+            f"no complete {Tile(0, full_blocks).path()} or {Tile(None, full_blocks).path()} "
+            "that matches it; verify this checkpoint against a copy of the log that has grown "
+            f"past entry {start + TILE_WIDTH - 1}",
+            path=CHECKPOINT_PATH,
+        )
+    differs = _first_difference(start, ours, honest[:width])
+    if differs is not None:
+        raise inconsistent(f"; first differing entry is {differs}")
 
 
 def state_for(
@@ -601,7 +678,7 @@ def verify_log(
         # is where history was changed; if they agree, both were rewritten consistently.
         if mismatch is not None:
             raise _entry_mismatch_error(mismatch)
-        detail = _fork_detail(previous, levels) if previous is not None else ""
+        detail = _fork_detail(previous, levels, size) if previous is not None else ""
         raise VerifyError(
             f"checkpoint root {_b64(checkpoint.root_hash)} (size {size}) does not match the root "
             f"recomputed from the entries and tiles, {_b64(computed_root)}{detail}",
@@ -618,12 +695,6 @@ def verify_log(
         raise VerifyError(f"tile {tile_problems[0]}", path=tile_problems[0].split(" ")[0])
     _check_upper_tiles(source, levels, size)
 
-    if previous is not None and not _consistent(previous, levels, size):
-        raise VerifyError(
-            f"checkpoint (size {size}, root {_b64(checkpoint.root_hash)}) is inconsistent "
-            f"with the checkpoint verified before (size {previous.size}, root "
-            f"{_b64(previous.root_hash)}): the log's history was rewritten or forked"
-            f"{_fork_detail(previous, levels)}",
-            path=CHECKPOINT_PATH,
-        )
+    if previous is not None:
+        _check_consistent(source, previous, checkpoint, levels)
     return VerifiedLog(checkpoint, text, state_for(vkey, checkpoint, text, levels), previous)

@@ -272,3 +272,107 @@ def test_same_size_equivocation_is_detected(log: Path, entries: list[bytes]) -> 
     assert error.path == "checkpoint"
     assert f"inconsistent with the checkpoint verified before (size {SIZE}" in error.message
     assert f"first differing entry is {SIZE - 3}" in error.message
+
+
+def _older(tmp_path: Path, name: str, entries: list[bytes]) -> Path:
+    """A copy of a log of `entries` alone, with its own signed checkpoint."""
+    directory = tmp_path / name
+    build_log(directory, entries)
+    return directory
+
+
+def _verify_older(log: Path, state: Path, older: Path) -> int:
+    args = ["audit", "verify", "--dir", str(log), "--key", VKEY, "--state", str(state)]
+    return main([*args, "--checkpoint", str(older / "checkpoint")])
+
+
+def test_older_fork_at_a_partial_block_is_never_accepted(
+    log: Path, entries: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Verified at 1300; then a checkpoint of size 700, re-signed with the log's key, whose
+    # entries 600..699 differ: block 2 (512..767) is only a hash in the state file.
+    state = tmp_path / "state.json"
+    assert main(["audit", "verify", "--dir", str(log), "--key", VKEY, "--state", str(state)]) == 0
+    before = state.read_text()
+    forked = [*entries[:600], *(b"forked %d" % i for i in range(600, 700))]
+    fork = _older(tmp_path, "fork", forked)
+    # Served on its own, nothing holds block 2 of the history verified before: refused.
+    assert _verify_older(fork, state, fork) != 0
+    err = capsys.readouterr().err
+    assert "cannot check checkpoint (size 700) against the checkpoint verified before" in err
+    assert "keeps entries 512..767 only as one hash" in err
+    # Beside the honest level-0 tile of block 2 (which hashes to what the state kept), the
+    # fork is named at its first differing entry.
+    (fork / "tile/0/002").write_bytes((log / "tile/0/002").read_bytes())
+    assert _verify_older(fork, state, fork) != 0
+    err = capsys.readouterr().err
+    assert "inconsistent with the checkpoint verified before (size 1300" in err
+    assert "first differing entry is 600" in err
+    # A full tile that does not hash to the kept block hash is not believed.
+    (fork / "tile/0/002").write_bytes(bytes(32 * 256))
+    assert _verify_older(fork, state, fork) != 0
+    assert "cannot check checkpoint (size 700)" in capsys.readouterr().err
+    # Within the first block too (nothing of block 0 but its hash is kept).
+    small = _older(tmp_path, "fork200", [*entries[:150], *(b"f %d" % i for i in range(150, 200))])
+    assert _verify_older(small, state, small) != 0
+    assert "cannot check checkpoint (size 200)" in capsys.readouterr().err
+    assert state.read_text() == before
+
+
+def test_older_fork_at_a_block_boundary_is_inconsistent(
+    log: Path, entries: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state.json"
+    assert main(["audit", "verify", "--dir", str(log), "--key", VKEY, "--state", str(state)]) == 0
+    forked = [*entries[:700], b"forked", *entries[701:768]]
+    fork = _older(tmp_path, "fork", forked)
+    assert _verify_older(fork, state, fork) != 0
+    err = capsys.readouterr().err
+    assert "checkpoint (size 768" in err and "inconsistent" in err
+    assert "first differing entry is in 512..767" in err
+
+
+def test_older_fork_in_the_state_tail_is_inconsistent(log: Path, entries: list[bytes]) -> None:
+    previous = _verified(log)
+    forked = [*entries[:1285], *(b"forked %d" % i for i in range(1285, 1290))]
+    sign(log, forked, "forked")
+    write_tiles(log, forked)
+    with pytest.raises(VerifyError, match="first differing entry is 1285"):
+        verify_log(
+            DirectorySource(log),
+            VKEY,
+            checkpoint_text=(log / "forked").read_bytes(),
+            previous=previous,
+            allow_older=True,
+        )
+
+
+@pytest.mark.parametrize("size", [200, 256, 700, 1024, 1290])
+def test_honest_older_checkpoint_is_accepted(
+    size: int, log: Path, entries: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An archived checkpoint of the same history, checked against the log it came from
+    # (grown since: it holds every complete block, and, as an append-only log keeps them,
+    # the partial tiles of that size), is consistent and leaves the state alone.
+    state = tmp_path / "state.json"
+    assert main(["audit", "verify", "--dir", str(log), "--key", VKEY, "--state", str(state)]) == 0
+    before = state.read_text()
+    add_tiles(log, entries[:size])
+    sign(log, entries[:size], "checkpoint.old")
+    args = ["audit", "verify", "--dir", str(log), "--key", VKEY, "--state", str(state)]
+    assert main([*args, "--checkpoint", str(log / "checkpoint.old")]) == 0
+    assert f"size {size}, root " in capsys.readouterr().out
+    assert state.read_text() == before
+    # A copy of the log as it was at that size: checkable when it ends on a block boundary
+    # or within the state's tail (whose leaf hashes the state kept); otherwise it lacks the
+    # complete block its last entries belong to, and is refused, and said so, rather than
+    # accepted unchecked.
+    copy = _older(tmp_path, "copy", entries[:size])
+    assert (copy / "checkpoint").read_text() == (log / "checkpoint.old").read_text()
+    if size % 256 == 0 or size >= SIZE // 256 * 256:
+        assert _verify_older(copy, state, copy) == 0
+        assert f"consistent with size {SIZE} verified before" in capsys.readouterr().out
+    else:
+        assert _verify_older(copy, state, copy) != 0
+        assert f"cannot check checkpoint (size {size})" in capsys.readouterr().err
+    assert state.read_text() == before
