@@ -6,6 +6,12 @@ requests domain and listed in docs/log-format.md) per calendar quarter of the en
 UTC. Anyone can recompute it from the verified log (`porchlight audit export`). It counts
 integrated entries: one committed a moment ago appears within `log_integrate_interval_seconds`
 (app.audit.integrator); a public page does not make the server integrate on demand.
+
+Only completed quarters are published. A count that moves while a request is in flight tells
+its requester what DESIGN promise 3 keeps from them: read before and after their request
+opens, `residents_asked` rises by the number of cameras in their area, and `declines` by the
+residents who said no. A quarter's counts appear once the quarter has ended, when they no
+longer move with any one request.
 """
 
 from __future__ import annotations
@@ -123,8 +129,33 @@ def _next_quarter(start: datetime) -> datetime:
     return datetime(start.year + (month > 12), (month - 1) % 12 + 1, 1, tzinfo=UTC)
 
 
+# Said wherever the report is shown, so no one mistakes the missing current quarter for a gap.
+PUBLICATION_NOTE = (
+    "Only completed quarters are published: the current quarter is published when it ends."
+)
+
+
+def quarter_name(start: datetime) -> str:
+    return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
+
+
+@dataclass(frozen=True)
+class CurrentQuarter:
+    """The quarter in progress: withheld from the report until `end`."""
+
+    quarter: str
+    start: datetime
+    end: datetime
+
+
+def current_quarter(now: datetime) -> CurrentQuarter:
+    start = _quarter_start(now.astimezone(UTC))
+    return CurrentQuarter(quarter_name(start), start, _next_quarter(start))
+
+
 def transparency_report(session: Session, now: datetime) -> list[QuarterReport]:
-    """Counts per quarter, from the first quarter with a counted entry to the current one."""
+    """Counts per completed quarter, from the first quarter with a counted entry to the last
+    one that has ended by `now` (the current quarter is published when it ends)."""
     actions = [action for group in REPORT_LINES.values() for action in group]
     first = session.scalar(
         select(func.min(LogEntry.created_at)).where(
@@ -135,9 +166,11 @@ def transparency_report(session: Session, now: datetime) -> list[QuarterReport]:
         first = datetime.fromisoformat(first)
     if first is not None and first.tzinfo is None:
         first = first.replace(tzinfo=UTC)
-    quarter = _quarter_start(min(first, now) if first is not None else now)
     reports: list[QuarterReport] = []
-    while quarter <= now:
+    if first is None:
+        return reports
+    quarter, withheld = _quarter_start(first), current_quarter(now).start
+    while quarter < withheld:
         end = _next_quarter(quarter)
         in_quarter = (LogEntry.created_at >= quarter, LogEntry.created_at < end)
         rows = session.execute(
@@ -158,7 +191,7 @@ def transparency_report(session: Session, now: datetime) -> list[QuarterReport]:
         )
         reports.append(
             QuarterReport(
-                quarter=f"{quarter.year}-Q{(quarter.month - 1) // 3 + 1}",
+                quarter=quarter_name(quarter),
                 start=quarter,
                 end=end,
                 counts=counts,

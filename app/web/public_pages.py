@@ -24,7 +24,8 @@ def promises(request: Request, principal: VisitorDep) -> Response:
 def transparency(
     request: Request, principal: VisitorDep, session: SessionDep, now: NowDep
 ) -> Response:
-    """The quarterly transparency report, counted from the log, with a chart per quarter."""
+    """The quarterly transparency report, counted from the log, with a chart per completed
+    quarter (the current one is published when it ends)."""
     quarters = list(reversed(reports.transparency_report(session, now)))
     return render(
         request,
@@ -36,6 +37,8 @@ def transparency(
                 for q in quarters
             ],
             "labels": charts.LABELS,
+            "publication_note": reports.PUBLICATION_NOTE,
+            "current": reports.current_quarter(now),
         },
         principal=principal,
     )

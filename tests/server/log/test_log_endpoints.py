@@ -299,7 +299,8 @@ def test_transparency_report_counts_lifecycle_actions_per_quarter(community: Com
     assert body["actions"]["consents"] == "ask:consent"
     assert body["actions"]["purges"] == "clip:purge + clip:delete"
     quarters = {q["quarter"]: q["counts"] for q in body["quarters"]}
-    assert list(quarters) == ["2026-Q3", "2026-Q4", "2027-Q1"]
+    # 2027-Q1 is under way: it is published when it ends (test_transparency_report.py).
+    assert list(quarters) == ["2026-Q3", "2026-Q4"]
     assert quarters["2026-Q3"] == {
         **dict.fromkeys(quarters["2026-Q3"], 0),
         "requests_received": 3,
@@ -317,7 +318,6 @@ def test_transparency_report_counts_lifecycle_actions_per_quarter(community: Com
         "downloads": 4,
         "purges": 3,
     }
-    assert set(quarters["2027-Q1"].values()) == {0}
 
 
 def test_append_many_is_the_same_log_as_appending_one_by_one(community: Community) -> None:
