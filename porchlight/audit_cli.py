@@ -2,9 +2,10 @@
 
 Subcommands:
 
-    verify   (--server URL [--token TOKEN] | --dir DIR) --key VKEY [--state FILE]
-             [--checkpoint FILE] [--witness VKEY ...] [--all-tiles]
-    cosign   --server URL --key VKEY --signer-key FILE [--state FILE] [--token TOKEN]
+    verify   (--server URL [--token TOKEN] | --dir DIR) --key VKEY [--origin ORIGIN]
+             [--state FILE] [--checkpoint FILE] [--witness VKEY ...] [--all-tiles]
+    cosign   --server URL --key VKEY [--origin ORIGIN] --signer-key FILE [--state FILE]
+             [--token TOKEN]
     timeline REQUEST_ID --server URL [--token TOKEN]
     export   --server URL --format jsonl|csv [-o FILE] [--token TOKEN]
     keygen   --name NAME -o FILE [--type witness|log]
@@ -70,6 +71,7 @@ from porchlight.tlog.verify import (
     TileSource,
     VerifiedLog,
     VerifyError,
+    WrongOrigin,
     load_state,
     save_state,
     verify_log,
@@ -79,7 +81,8 @@ EXPORT_PAGE_SIZE = 1000
 _VERIFY_DESCRIPTION = """\
 Verify the whole log, trusting only the log's verifier key (--key):
 
-1. the checkpoint carries a valid signature by that key;
+1. the checkpoint carries a valid signature by that key, and is for the expected log: its
+   origin must be the key's name (c2sp.org/tlog-checkpoint), or the one given with --origin;
 2. every entry bundle up to the checkpoint's size is read, every entry re-hashed (RFC 6962
    leaf hash), the whole Merkle tree rebuilt, and its root must equal the signed root: the
    signed checkpoint commits to exactly these entries;
@@ -100,6 +103,7 @@ Verify the whole log, trusting only the log's verifier key (--key):
 
 Failures name the first bad entry, tile or checkpoint, exit non-zero and leave the state
 file untouched. --witness additionally requires a valid cosignature by each given key."""
+_ORIGIN_HELP = "the log's origin (checkpoint first line) to expect (default: the key's name)"
 _TIMEOUT = 30.0
 
 
@@ -121,6 +125,7 @@ def register(subparsers: Any) -> None:
     where.add_argument("--server", help="server base URL (the log is under {server}/log/)")
     where.add_argument("--dir", type=Path, help="a directory of tiles and checkpoints")
     verify.add_argument("--key", required=True, help="the log's verifier key (name+id+key)")
+    verify.add_argument("--origin", help=_ORIGIN_HELP)
     verify.add_argument(
         "--token", help="an auditor's API token, for --server (default: $PORCHLIGHT_TOKEN)"
     )
@@ -144,6 +149,7 @@ def register(subparsers: Any) -> None:
     cosign_cmd = commands.add_parser("cosign", help="verify, then cosign and submit")
     cosign_cmd.add_argument("--server", required=True, help="server base URL")
     cosign_cmd.add_argument("--key", required=True, help="the log's verifier key")
+    cosign_cmd.add_argument("--origin", help=_ORIGIN_HELP)
     cosign_cmd.add_argument(
         "--signer-key", required=True, type=Path, help="file holding your witness signer key"
     )
@@ -194,6 +200,7 @@ def _run_verify(
     state_path: Path,
     checkpoint: Path | None,
     *,
+    origin: str | None = None,
     leaf_tiles: bool = False,
 ) -> VerifiedLog:
     try:
@@ -208,6 +215,7 @@ def _run_verify(
             source,
             vkey,
             checkpoint_text=checkpoint_text,
+            origin=origin,
             previous=previous,
             allow_older=checkpoint is not None,
             leaf_tiles=leaf_tiles or not isinstance(source, HttpSource),
@@ -223,6 +231,11 @@ def _run_verify(
                 else "this token may not read the log's entries: use an auditor's API token"
             ),
         ) from None
+    except WrongOrigin as error:
+        raise CommandError(
+            f"log verification failed: {error.message}",
+            hint="check --key; if this key really signs for that log, pass --origin",
+        ) from error
     except VerifyError as error:
         raise CommandError(
             f"log verification failed: {error.message}",
@@ -279,7 +292,12 @@ def _verify(args: argparse.Namespace) -> int:
     source = _source(args)
     try:
         result = _run_verify(
-            source, args.key, state_path, args.checkpoint, leaf_tiles=args.all_tiles
+            source,
+            args.key,
+            state_path,
+            args.checkpoint,
+            origin=args.origin,
+            leaf_tiles=args.all_tiles,
         )
     finally:
         if isinstance(source, HttpSource):
@@ -320,7 +338,7 @@ def _cosign(args: argparse.Namespace) -> int:
     state_path = args.state or _default_state_path(args.key)
     source = _http_source(server, _optional_token(args))
     try:
-        result = _run_verify(source, args.key, state_path, None)
+        result = _run_verify(source, args.key, state_path, None, origin=args.origin)
     finally:
         source.close()
     with _log_client() as client:

@@ -81,6 +81,10 @@ class VerifyError(Exception):
         self.path = path
 
 
+class WrongOrigin(VerifyError):
+    """The checkpoint is validly signed, but for another log than the one expected."""
+
+
 class TileSource(Protocol):
     """Where a log's files come from. `read` returns None for a file that does not exist.
 
@@ -613,6 +617,7 @@ def verify_log(
     vkey: str,
     *,
     checkpoint_text: bytes | None = None,
+    origin: str | None = None,
     previous: VerifiedState | None = None,
     allow_older: bool = False,
     leaf_tiles: bool = True,
@@ -621,6 +626,9 @@ def verify_log(
     """Verify the whole log against `vkey`; raise `VerifyError` at the first problem.
 
     `checkpoint_text` verifies a given checkpoint instead of the source's current one.
+    `origin` is the log the checkpoint must be for; by default the verifier key's name, which
+    c2sp.org/tlog-checkpoint says should be the origin: a key may sign for several logs, and
+    a client must know which log it expects rather than take the checkpoint's word for it.
     `previous` is the state from the last successful run (see `load_state`). A checkpoint
     smaller than `previous` is a rollback, unless `allow_older` (an archived checkpoint that
     the caller chose to check): then it is checked against what the state remembers.
@@ -640,6 +648,14 @@ def verify_log(
     checkpoint = signed.checkpoint
     size = checkpoint.size
     text = signed.text()
+    expected = verifier.name if origin is None else origin
+    if checkpoint.origin != expected:
+        source_of_expectation = "the verifier key's name" if origin is None else "expected"
+        raise WrongOrigin(
+            f"checkpoint is for log {checkpoint.origin!r}, not {expected!r} "
+            f"({source_of_expectation})",
+            path=CHECKPOINT_PATH,
+        )
 
     if previous is not None:
         if previous.vkey != vkey or previous.origin != checkpoint.origin:

@@ -19,9 +19,16 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from porchlight.cli import main
-from porchlight.tlog.checkpoint import add_signatures, verified_cosignatures
+from porchlight.tlog.checkpoint import (
+    Checkpoint,
+    add_signatures,
+    sign_checkpoint,
+    verified_cosignatures,
+)
+from porchlight.tlog.merkle import root
 from porchlight.tlog.note import CosignatureVerifier, Note, parse_note, parse_signature_line
 from porchlight.tlog.note import parse_verifier_key as parse_vkey
+from porchlight.tlog.tiles import leaf_hashes
 from porchlight.tlog.verify import HttpSource, VerifyError, verify_log
 from tests.tlog.logs import build_log, entry, sign, signer, write_bundles_only, write_tiles
 
@@ -354,6 +361,29 @@ def test_cosign_refuses_a_log_key_and_an_inconsistent_log(
     sign(server.directory, forked)
     assert main([*cosign, "--signer-key", str(witness_key)]) != 0
     assert "inconsistent" in capsys.readouterr().err
+    assert len(server.cosignatures) == 1
+
+
+def test_cosign_refuses_a_checkpoint_for_another_log(
+    server: LogServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    witness_key = tmp_path / "w.key"
+    assert main(["audit", "keygen", "--name", "w.test/w", "-o", str(witness_key)]) == 0
+    server.witnesses.append(parse_vkey(capsys.readouterr().out.strip()))  # type: ignore[arg-type]
+    # The log's key signs a checkpoint for another origin: a witness must not vouch for it
+    # as this log's, even on its first run (no state to compare the origin with).
+    entries = [entry(i) for i in range(SIZE)]
+    checkpoint = Checkpoint("some.other/log", SIZE, root(leaf_hashes(entries)))
+    (server.directory / "checkpoint").write_text(sign_checkpoint(checkpoint, signer()))
+    cosign = ["audit", "cosign", "--server", server.url, "--key", VKEY]
+    cosign += ["--signer-key", str(witness_key)]
+    assert main([*cosign, "--state", str(tmp_path / "a.json")]) != 0
+    assert "checkpoint is for log 'some.other/log', not" in capsys.readouterr().err
+    assert server.cosignatures == []
+    assert not (tmp_path / "a.json").exists()
+    # Expected explicitly, the witness cosigns it.
+    assert main([*cosign, "--state", str(tmp_path / "b.json"), "--origin", "some.other/log"]) == 0
+    assert "verified some.other/log: size 700" in capsys.readouterr().out
     assert len(server.cosignatures) == 1
 
 

@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 
 from porchlight.cli import main
 from porchlight.tlog.checkpoint import Checkpoint, sign_checkpoint
+from porchlight.tlog.merkle import root
 from porchlight.tlog.note import generate_signer
-from porchlight.tlog.tiles import Tile
+from porchlight.tlog.tiles import Tile, leaf_hashes
 from porchlight.tlog.verify import (
     DirectorySource,
     VerifiedState,
     VerifyError,
+    WrongOrigin,
     load_state,
     verify_log,
 )
@@ -376,3 +378,36 @@ def test_honest_older_checkpoint_is_accepted(
         assert _verify_older(copy, state, copy) != 0
         assert f"cannot check checkpoint (size {size})" in capsys.readouterr().err
     assert state.read_text() == before
+
+
+def _sign_for(log: Path, entries: list[bytes], origin: str) -> None:
+    """Sign a checkpoint over `entries` for log `origin`, with the key named ORIGIN."""
+    checkpoint = Checkpoint(origin, len(entries), root(leaf_hashes(entries)))
+    (log / "checkpoint").write_text(sign_checkpoint(checkpoint, signer()))
+
+
+def test_checkpoint_for_another_log_is_rejected_on_a_first_run(
+    log: Path, entries: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A key may sign for several logs: a validly signed checkpoint of another one is not
+    # this log's, even when there is no state file yet to compare its origin with.
+    _sign_for(log, entries, "some.other/log")
+    state = tmp_path / "state.json"
+    args = ["audit", "verify", "--dir", str(log), "--key", VKEY, "--state", str(state)]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert (
+        f"checkpoint is for log 'some.other/log', not '{ORIGIN}' (the verifier key's name)" in err
+    )
+    assert "pass --origin" in err
+    assert not state.exists()
+    with pytest.raises(WrongOrigin):
+        verify_log(DirectorySource(log), VKEY)
+    # Expected explicitly, it verifies; and then the key's own origin is the wrong one.
+    assert main([*args, "--origin", "some.other/log"]) == 0
+    assert "verified some.other/log: size 1300" in capsys.readouterr().out
+    sign(log, entries)
+    assert main([*args, "--origin", "some.other/log"]) != 0
+    assert f"checkpoint is for log '{ORIGIN}', not 'some.other/log' (expected)" in (
+        capsys.readouterr().err
+    )

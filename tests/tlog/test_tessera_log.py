@@ -55,6 +55,22 @@ def test_the_current_checkpoint_may_not_roll_back(
     assert "rolled back" in capsys.readouterr().err
 
 
+def test_origin_is_the_key_name(
+    tessera: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Tessera names its key after the log's origin, so no --origin is needed; expecting
+    # another origin is refused.
+    assert TESSERA_VKEY.split("+")[0] == "example.com/log/testdata"
+    assert (tessera / "checkpoint").read_text().startswith("example.com/log/testdata\n")
+    state = tmp_path / "state.json"
+    args = ["audit", "verify", "--dir", str(tessera), "--key", TESSERA_VKEY, "--state", str(state)]
+    assert main([*args, "--origin", "example.com/log/other"]) != 0
+    err = capsys.readouterr().err
+    assert "checkpoint is for log 'example.com/log/testdata', not 'example.com/log/other'" in err
+    assert not state.exists()
+    assert main([*args, "--origin", "example.com/log/testdata"]) == 0
+
+
 def test_wrong_or_malformed_key_is_rejected(
     tessera: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
