@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
 from pydantic import TypeAdapter
@@ -25,7 +25,7 @@ from app.devices.models import Device
 from app.errors import Conflict, InvalidInput, NotFound
 from app.requests import schemas
 from app.requests.models import Ask, FootageRequest, SharedClip
-from app.requests.service import area_out, warrant_out
+from app.requests.service import area_out, warrant_end, warrant_out
 from app.requests.transitions import ask_transition
 from porchlight.consent import ConsentError, verify_receipt
 
@@ -310,6 +310,18 @@ def resident_ask(session: Session, resident: User, ask_id: str) -> Ask:
     return ask
 
 
+def closed_reason(
+    request_state: str, warrant_expires_on: date, deadline: datetime, now: datetime
+) -> str | None:
+    """Why a pending ask can no longer be consented to (None while it can): its request is
+    not open, its deadline has passed, or the warrant behind it has expired."""
+    if now >= warrant_end(warrant_expires_on):
+        return f"the warrant expired on {warrant_expires_on}; no consent can be given under it"
+    if request_state != "open" or now >= deadline:
+        return "the request is no longer open for consent"
+    return None
+
+
 def decline(session: Session, ask: Ask, actor: str, now: datetime) -> Ask:
     """Say no (from the device or the resident's account); final."""
     ask_transition(session, ask, "decline", actor, now)
@@ -331,8 +343,11 @@ def consent(session: Session, device: Device, ask_id: str, body: object, now: da
     assert footage_request is not None
     if ask.state != "pending":
         raise Conflict(f"this ask is already {ask.state}; a consent is given once")
-    if footage_request.state != "open" or now >= ask.deadline:
-        raise Conflict("the request is no longer open for consent")
+    closed = closed_reason(
+        footage_request.state, footage_request.warrant_expires_on, ask.deadline, now
+    )
+    if closed is not None:
+        raise Conflict(closed)
     if session.scalar(select(Ask.id).where(Ask.ask_public_key == receipt.ask_public_key)):
         raise Conflict("receipt: this ask key was already used; make a fresh key per ask")
     ask.receipt = json.dumps(receipt.to_json(), sort_keys=True, separators=(",", ":"))

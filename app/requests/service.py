@@ -26,6 +26,15 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+def warrant_end(expires_on: date) -> datetime:
+    """The end of the warrant's expiry day (24:00 UTC): it authorises nothing from then on."""
+    return _day_start(expires_on) + timedelta(days=1)
+
+
+def warrant_expired(footage_request: FootageRequest, now: datetime) -> bool:
+    return now >= warrant_end(footage_request.warrant_expires_on)
+
+
 def _check_submission(body: schemas.RequestIn, policy: policies.Policy, now: datetime) -> None:
     """The DESIGN "Submitted" rules; each failure names the field it is about."""
     warrant = body.warrant
@@ -42,7 +51,7 @@ def _check_submission(body: schemas.RequestIn, policy: policies.Policy, now: dat
         raise InvalidInput(
             f"window_start: the window starts before the warrant was issued ({warrant.issued_on})"
         )
-    if end > _day_start(warrant.expires_on) + timedelta(days=1):
+    if end > warrant_end(warrant.expires_on):
         raise InvalidInput(
             f"window_end: the window ends after the warrant expires ({warrant.expires_on})"
         )
@@ -211,6 +220,14 @@ def review(
         raise Conflict(
             f"request {request_id} is {footage_request.state}; it is not awaiting review"
         )
+    if body.decision == "approve" and warrant_expired(footage_request, now):
+        # Checked at submission, but review can come days later: an expired warrant
+        # authorises no one to be asked. Rejecting stays possible, so the request can end.
+        raise Conflict(
+            f"the warrant expired on {footage_request.warrant_expires_on}, so request "
+            f"{request_id} can no longer be approved: reject it, giving that as the reason; "
+            "the requester can file a new request under a current warrant"
+        )
     if (
         session.scalar(
             select(RequestReview.id).where(
@@ -262,7 +279,11 @@ def review(
         return footage_request
     request_transition(session, footage_request, "approve", actor, now, {"reason": body.reason})
     footage_request.decided_at, footage_request.decision_reason = now, body.reason
-    deadline = now + timedelta(days=policy.ask_deadline_days)
+    # Residents answer under the warrant: their time to answer ends when it does, if sooner.
+    deadline = min(
+        now + timedelta(days=policy.ask_deadline_days),
+        warrant_end(footage_request.warrant_expires_on),
+    )
     asks = matching.create_asks(session, footage_request, deadline, now)
     footage_request.opened_at, footage_request.deadline = now, deadline
     request_transition(

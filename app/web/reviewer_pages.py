@@ -35,13 +35,16 @@ def _queue(
     values: dict[int, dict[str, str]] | None = None,
     status_code: int = 200,
 ) -> Response:
-    queue = [requests.request_out(session, r) for r in requests.awaiting_review(session, user, now)]
+    rows = requests.awaiting_review(session, user, now)
+    queue = [requests.request_out(session, r) for r in rows]
     return render(
         request,
         "reviewer/queue.html",
         {
             "title": "Review queue",
             "queue": queue,
+            # Approving these is refused (409): say so before the reviewer tries.
+            "expired": {r.id for r in rows if requests.warrant_expired(r, now)},
             "errors": errors or {},
             "values": values or {},
             "done": DONE.get(request.query_params.get("done", "")),

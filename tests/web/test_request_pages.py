@@ -1,0 +1,66 @@
+"""The request pages in-process (real app, SQLite and PostgreSQL), signed in with a browser's
+cookie session: what the reviewer, requester, resident and auditor pages say and answer when
+a request cannot go ahead."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.server.factories import Clock, Community, Person
+from tests.server.requests.helpers import make_world
+from tests.server.requests.test_warrant_expiry import expiring
+
+HTML = {"Accept": "text/html,application/xhtml+xml"}
+
+
+class Browser:
+    """A signed-in cookie session, as a browser has: its own client and CSRF token."""
+
+    def __init__(self, app: FastAPI, community: Community, person: Person) -> None:
+        self.client = TestClient(app, follow_redirects=False)
+        self.csrf = community.login(person, self.client)
+
+    def get(self, path: str) -> str:
+        response = self.client.get(path, headers=HTML)
+        assert response.status_code == 200, response.text
+        return str(response.text)
+
+    def post(self, path: str, **fields: str) -> tuple[int, str]:
+        response = self.client.post(path, data={**fields, "csrf_token": self.csrf}, headers=HTML)
+        return response.status_code, response.text
+
+
+def _card(page: str, request_id: int) -> str:
+    """One request's card on a page (its <section>)."""
+    found = re.search(
+        rf'<section[^>]*>\s*<h2 id="[^"]+">Request #{request_id}:.*?</section>', page, re.S
+    )
+    assert found is not None, page
+    return found.group(0)
+
+
+def test_the_review_page_says_an_expired_warrant_can_only_be_rejected(
+    app: FastAPI, community: Community, clock: Clock
+) -> None:
+    world = make_world(community)
+    created = world.submit(**expiring(community.now().date()))
+    today = Browser(app, community, world.reviewer)
+    assert "can no longer be approved" not in _card(today.get("/review"), created["id"])
+
+    clock.advance(days=5)
+    reviewer = Browser(app, community, world.reviewer)  # signed in afresh: sessions time out
+    card = _card(reviewer.get("/review"), created["id"])
+    assert "This warrant expired on" in card and "can no longer be approved" in card
+    status, page = reviewer.post(
+        f"/review/{created['id']}", decision="approve", reason="court record checked"
+    )
+    assert status >= 400
+    assert "can no longer be approved: reject it" in _card(page, created["id"])
+    status, _ = reviewer.post(
+        f"/review/{created['id']}", decision="reject", reason="the warrant has expired"
+    )
+    assert status == 303
+    assert "No requests are waiting for review." in reviewer.get("/review")
