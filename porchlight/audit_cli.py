@@ -46,7 +46,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -201,8 +201,11 @@ def _run_verify(
     checkpoint: Path | None,
     *,
     origin: str | None = None,
+    witnesses: Sequence[CosignatureVerifier] = (),
     leaf_tiles: bool = False,
 ) -> VerifiedLog:
+    """Verify, check the required cosignatures, and only then save the new state: any
+    failure leaves the state file as it was."""
     try:
         previous = load_state(state_path)
         checkpoint_text = None
@@ -241,9 +244,22 @@ def _run_verify(
             f"log verification failed: {error.message}",
             hint="keep the state file and this output: it is evidence",
         ) from error
+    _check_witnesses(result, witnesses)
     if previous is None or result.state.size >= previous.size:
         save_state(state_path, result.state)
     return result
+
+
+def _check_witnesses(result: VerifiedLog, witnesses: Sequence[CosignatureVerifier]) -> None:
+    if not witnesses:
+        return
+    try:
+        cosigned = {w for w, _ in verified_cosignatures(result.checkpoint_text, witnesses)}
+    except CheckpointError as error:
+        raise CommandError(f"log verification failed: cosignature: {error}") from error
+    missing = [w.name for w in witnesses if w not in cosigned]
+    if missing:
+        raise CommandError(f"checkpoint is not cosigned by {', '.join(missing)}")
 
 
 def _summary(result: VerifiedLog) -> str:
@@ -297,19 +313,12 @@ def _verify(args: argparse.Namespace) -> int:
             state_path,
             args.checkpoint,
             origin=args.origin,
+            witnesses=witnesses,
             leaf_tiles=args.all_tiles,
         )
     finally:
         if isinstance(source, HttpSource):
             source.close()
-    if witnesses:
-        try:
-            cosigned = {w for w, _ in verified_cosignatures(result.checkpoint_text, witnesses)}
-        except CheckpointError as error:
-            raise CommandError(f"log verification failed: cosignature: {error}") from error
-        missing = [w.name for w in witnesses if w not in cosigned]
-        if missing:
-            raise CommandError(f"checkpoint is not cosigned by {', '.join(missing)}")
     print(_summary(result))
     return 0
 

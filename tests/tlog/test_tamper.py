@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from porchlight.cli import main
-from porchlight.tlog.checkpoint import Checkpoint, sign_checkpoint
+from porchlight.tlog.checkpoint import Checkpoint, add_signatures, cosign, sign_checkpoint
 from porchlight.tlog.merkle import root
-from porchlight.tlog.note import generate_signer
+from porchlight.tlog.note import ALG_COSIGNATURE_V1, CosignatureSigner, generate_signer
 from porchlight.tlog.tiles import Tile, leaf_hashes
 from porchlight.tlog.verify import (
     DirectorySource,
@@ -411,3 +411,29 @@ def test_checkpoint_for_another_log_is_rejected_on_a_first_run(
     assert f"checkpoint is for log '{ORIGIN}', not 'some.other/log' (expected)" in (
         capsys.readouterr().err
     )
+
+
+def test_a_missing_cosignature_leaves_the_state_untouched(
+    log: Path, entries: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    witness = generate_signer("witness.test/w", ALG_COSIGNATURE_V1)
+    assert isinstance(witness, CosignatureSigner)
+    state = tmp_path / "state.json"
+    args = ["audit", "verify", "--dir", str(log), "--key", VKEY, "--state", str(state)]
+    required = ["--witness", witness.verifier().vkey()]
+    # A first run whose checkpoint lacks the cosignature saves no state ...
+    assert main([*args, *required]) != 0
+    assert "checkpoint is not cosigned by witness.test/w" in capsys.readouterr().err
+    assert not state.exists()
+    # ... and a later one keeps the state of the last run that passed.
+    assert main(args) == 0
+    before = state.read_text()
+    grown = [*entries, *(entry(i) for i in range(SIZE, SIZE + 10))]
+    write_tiles(log, grown)
+    text = sign(log, grown)
+    assert main([*args, *required]) != 0
+    assert state.read_text() == before
+    (log / "checkpoint").write_text(add_signatures(text, [cosign(text, witness)]))
+    assert main([*args, *required]) == 0
+    saved = load_state(state)
+    assert saved is not None and saved.size == SIZE + 10
