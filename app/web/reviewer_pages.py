@@ -45,6 +45,14 @@ def _queue(
             "queue": queue,
             # Approving these is refused (409): say so before the reviewer tries.
             "expired": {r.id for r in rows if requests.warrant_expired(r, now)},
+            # An error about a request no longer in the queue (decided meanwhile, or unknown)
+            # has no card to show it beside: it goes above the queue.
+            "other_errors": [
+                message
+                for request_id, problems in (errors or {}).items()
+                if request_id not in {r.id for r in rows}
+                for message in problems.values()
+            ],
             "errors": errors or {},
             "values": values or {},
             "done": DONE.get(request.query_params.get("done", "")),
@@ -75,6 +83,8 @@ def review(
 ) -> Response:
     """Approve or reject with a reason."""
     errors: dict[str, str] = {}
+    # The form's own checks are 422; a service error keeps its own status, as in the API.
+    status_code = 422
     if decision not in {"approve", "reject"}:
         errors["decision"] = "choose approve or reject"
     if not reason.strip():
@@ -86,7 +96,7 @@ def review(
         outcome = attempt(session, lambda: requests.review(session, user, request_id, body, now))
         if not isinstance(outcome, AppError):
             return see_other(f"/review?done={decision}")
-        errors = {"": outcome.message}
+        errors, status_code = {"": outcome.message}, outcome.status_code
     return _queue(
         request,
         user,
@@ -95,5 +105,5 @@ def review(
         now,
         errors={request_id: errors},
         values={request_id: {"decision": decision, "reason": reason}},
-        status_code=422,
+        status_code=status_code,
     )

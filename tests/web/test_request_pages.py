@@ -9,6 +9,7 @@ import re
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from app.permissions import Role
 from tests.server.factories import Clock, Community, Person
 from tests.server.requests.helpers import make_world
 from tests.server.requests.test_warrant_expiry import expiring
@@ -57,10 +58,33 @@ def test_the_review_page_says_an_expired_warrant_can_only_be_rejected(
     status, page = reviewer.post(
         f"/review/{created['id']}", decision="approve", reason="court record checked"
     )
-    assert status >= 400
+    assert status == 409
     assert "can no longer be approved: reject it" in _card(page, created["id"])
     status, _ = reviewer.post(
         f"/review/{created['id']}", decision="reject", reason="the warrant has expired"
     )
     assert status == 303
     assert "No requests are waiting for review." in reviewer.get("/review")
+
+
+def test_the_review_form_answers_with_the_status_the_api_gives(
+    app: FastAPI, community: Community
+) -> None:
+    world = make_world(community)
+    created = world.submit()
+    reviewer = Browser(app, community, world.reviewer)
+    # The form's own checks: 422, beside the field.
+    status, page = reviewer.post(f"/review/{created['id']}", decision="approve", reason=" ")
+    assert status == 422 and "give a reason" in page
+    status, _ = reviewer.post(f"/review/{created['id']}", decision="reject", reason="no warrant")
+    assert status == 303
+    # Reviewing a decided request again is a conflict, through the web as through the API.
+    api = world.review(created["id"], "approve", reviewer=community.person(Role.reviewer))
+    status, page = reviewer.post(f"/review/{created['id']}", decision="approve", reason="fine")
+    assert api.status_code == status == 409
+    assert api.json()["message"] in page
+    # A request that does not exist is 404 on both.
+    missing = world.review(10**6)
+    status, page = reviewer.post("/review/1000000", decision="approve", reason="fine")
+    assert missing.status_code == status == 404
+    assert missing.json()["message"] in page
