@@ -140,8 +140,21 @@ def checkpoint_page(
 
 
 @router.get("/export/requests.csv")
-def export_requests(user: RequestReader, session: SessionDep) -> Response:
-    """Every request record as CSV (no footage, no device or resident identities)."""
+def export_requests(user: RequestReader, session: SessionDep, now: NowDep) -> Response:
+    """Every request record as CSV (no footage, no device or resident identities): a logged
+    read of every request's warrant details."""
+    rows = requests.agency_requests(session, user)
+    ids = [r.id for r in rows]
+    # One entry for the whole export, in this transaction; ids as a count and range (every
+    # request up to `last` is in it), since a list could outgrow an entry's 64 KiB.
+    audit.append(
+        session,
+        f"user:{user.id}",
+        "request:export",
+        f"user:{user.id}",
+        {"requests": len(ids), "first": min(ids, default=None), "last": max(ids, default=None)},
+        now=now,
+    )
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(
@@ -165,7 +178,7 @@ def export_requests(user: RequestReader, session: SessionDep) -> Response:
             "closed_at",
         ]
     )
-    for r in requests.agency_requests(session, user):
+    for r in rows:
         writer.writerow(
             [
                 r.id,

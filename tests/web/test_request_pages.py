@@ -4,7 +4,9 @@ a request cannot go ahead."""
 
 from __future__ import annotations
 
+import base64
 import re
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -88,3 +90,40 @@ def test_the_review_form_answers_with_the_status_the_api_gives(
     status, page = reviewer.post("/review/1000000", decision="approve", reason="fine")
     assert missing.status_code == status == 404
     assert missing.json()["message"] in page
+
+
+def test_the_auditor_export_is_a_logged_read_of_the_warrants(
+    app: FastAPI, community: Community
+) -> None:
+    world = make_world(community)
+    created = [world.submit()["id"] for _ in range(3)]
+    auditor = community.person(Role.auditor)
+    browser = Browser(app, community, auditor)
+    before = community.counts()["log_entries"]
+
+    exported = browser.client.get("/audit/export/requests.csv", headers=HTML)
+    assert exported.status_code == 200
+    assert exported.text.count("TS-2026-0042") == 3  # the warrant fields are read
+
+    entries = _log_entries(community, auditor)
+    assert len(entries) == before + 1  # committed with the read, one entry for it all
+    entry = entries[-1]
+    assert (entry["actor"], entry["action"], entry["subject"]) == (
+        f"user:{auditor.id}",
+        "request:export",
+        f"user:{auditor.id}",
+    )
+    assert entry["details"] == {"requests": 3, "first": min(created), "last": max(created)}
+    # The entry records the read, never what was read.
+    warrant = world.request_body()["warrant"]
+    raw = base64.b64decode(entry["entry"]).decode()
+    for field in ("court", "docket_number", "judge", "document_sha256"):
+        assert warrant[field] not in raw, field
+
+
+def _log_entries(community: Community, auditor: Person) -> list[dict[str, Any]]:
+    response = community.client.get(
+        "/api/log/entries", params={"start": 0, "limit": 1000}, headers=community.auth(auditor)
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["entries"])
