@@ -89,14 +89,24 @@ def level_width(size: int, level: int) -> int:
     return size >> (TILE_HEIGHT * level)
 
 
-def tiles_at_level(size: int, level: int | None) -> list[Tile]:
-    """The tiles (or entry bundles, for level None) a tree of `size` leaves has."""
+def tiles_at_level(size: int, level: int | None) -> Iterator[Tile]:
+    """The tiles (or entry bundles, for level None) a tree of `size` leaves has, in order.
+
+    Generated one at a time: `size` comes from a signed checkpoint, and a log that signs a
+    huge size (2**62) must not make a verifier build a list of 2**54 tiles before it finds
+    that the first one is missing."""
     count = size if level is None else level_width(size, level)
     full, rest = divmod(count, TILE_WIDTH)
-    tiles = [Tile(level, index) for index in range(full)]
+    for index in range(full):
+        yield Tile(level, index)
     if rest:
-        tiles.append(Tile(level, full, rest))
-    return tiles
+        yield Tile(level, full, rest)
+
+
+def tile_count(size: int, level: int | None) -> int:
+    """How many tiles (or entry bundles, for level None) `tiles_at_level` yields."""
+    count = size if level is None else level_width(size, level)
+    return -(-count // TILE_WIDTH)
 
 
 def tile_levels(size: int) -> range:

@@ -43,7 +43,7 @@ import ssl
 import threading
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +61,7 @@ from porchlight.tlog.tiles import (
     decode_bundle,
     leaf_hashes,
     split_hashes,
+    tile_count,
     tile_levels,
     tiles_at_level,
 )
@@ -348,10 +349,11 @@ def _read_tile(source: TileSource, tile: Tile) -> tuple[bytes | None, str]:
 
 
 def _read_tiles(
-    source: TileSource, tiles: Sequence[Tile]
+    source: TileSource, tiles: Iterable[Tile]
 ) -> Iterator[tuple[Tile, bytes | None, str]]:
     """Read tiles in order, keeping a bounded window of reads in flight: over HTTP the cost
-    is round trips, not bytes, and thousands of them one after another would dominate."""
+    is round trips, not bytes, and thousands of them one after another would dominate.
+    `tiles` is consumed only as far as the caller reads (plus that window)."""
     if source.parallel_reads <= 1:
         for tile in tiles:
             data, path = _read_tile(source, tile)
@@ -400,8 +402,8 @@ class _Entries:
 
 def _gather_entries(source: TileSource, size: int, progress: Progress | None) -> _Entries:
     found = _Entries()
-    bundles = tiles_at_level(size, None)
-    for number, (bundle, data, path) in enumerate(_read_tiles(source, bundles)):
+    last = tile_count(size, None) - 1
+    for number, (bundle, data, path) in enumerate(_read_tiles(source, tiles_at_level(size, None))):
         start = bundle.index * TILE_WIDTH
         entries: list[bytes] = []
         if data is None:
@@ -427,7 +429,7 @@ def _gather_entries(source: TileSource, size: int, progress: Progress | None) ->
             break
         if len(entries) < bundle.width:
             break
-        if progress and (number % 64 == 63 or number == len(bundles) - 1):
+        if progress and (number % 64 == 63 or number == last):
             progress("entries", start + bundle.width, size)
     return found
 
@@ -446,9 +448,11 @@ def _compare_level0(
     """Compare recomputed leaf hashes with the level-0 tiles.
 
     Returns the first divergent entry, and the problems with the tiles themselves (missing or
-    the wrong length)."""
+    the wrong length). Only the tiles over `hashes` are read: when entries were missing,
+    later tiles have nothing to be compared with, and a checkpoint may claim any size, so
+    the reads stay bounded by the entries the log actually served."""
     tile_problems: list[str] = []
-    for tile, data, path in _read_tiles(source, tiles_at_level(size, 0)):
+    for tile, data, path in _read_tiles(source, _tiles_over(size, len(hashes))):
         start = tile.index * TILE_WIDTH
         if data is None:
             tile_problems.append(f"{tile.path()} not found")
@@ -463,6 +467,14 @@ def _compare_level0(
             if data[offset : offset + HASH_SIZE] != computed[offset : offset + HASH_SIZE]:
                 return _Mismatch(start + offset // HASH_SIZE, path), tile_problems
     return None, tile_problems
+
+
+def _tiles_over(size: int, covered: int) -> Iterator[Tile]:
+    """The level-0 tiles of a tree of `size` leaves that hold any of the first `covered`."""
+    for tile in tiles_at_level(size, 0):
+        if tile.index * TILE_WIDTH >= covered:
+            return
+        yield tile
 
 
 def _entry_mismatch_error(mismatch: _Mismatch) -> VerifyError:

@@ -4,6 +4,8 @@ inconsistent checkpoint, is named."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -437,3 +439,38 @@ def test_a_missing_cosignature_leaves_the_state_untouched(
     assert main([*args, *required]) == 0
     saved = load_state(state)
     assert saved is not None and saved.size == SIZE + 10
+
+
+_HUGE_SIZE_RUN = """
+import resource, sys
+# 1 GiB of address space: the whole verifier fits many times over; a list of 2**54 tiles
+# (or of any sizeable fraction of them) does not.
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from porchlight.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_huge_signed_size_stops_at_the_first_missing_bundle(
+    tmp_path: Path, entries: list[bytes]
+) -> None:
+    # The log signs a checkpoint of size 2**62 over a directory holding 600 entries: the
+    # verifier must fetch bundles one by one and stop at the first missing one, not list
+    # every bundle first (MemoryError, or exhausting the machine's memory).
+    directory = tmp_path / "huge"
+    build_log(directory, entries[:600])
+    checkpoint = Checkpoint(ORIGIN, 2**62, b"\x01" * 32)
+    (directory / "checkpoint").write_text(sign_checkpoint(checkpoint, signer()))
+    state = tmp_path / "state.json"
+    args = ["audit", "verify", "--dir", str(directory), "--key", VKEY, "--state", str(state)]
+    run = subprocess.run(
+        [sys.executable, "-c", _HUGE_SIZE_RUN, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "entry 512 is missing: tile/entries/002 not found" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not state.exists()

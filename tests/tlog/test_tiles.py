@@ -76,10 +76,10 @@ def test_bad_tile_paths_are_rejected(path: str) -> None:
 
 def test_size_70000_example() -> None:
     example = transcribed()["tlog_tiles_math"]["example_size_70000"]
-    level0 = tiles_at_level(70000, 0)
+    level0 = list(tiles_at_level(70000, 0))
     assert sum(t.width == 256 for t in level0) == example["level0_full_tiles"]
     assert level0[-1].width == example["level0_partial_width"]
-    level1 = tiles_at_level(70000, 1)
+    level1 = list(tiles_at_level(70000, 1))
     assert sum(t.width == 256 for t in level1) == example["level1_full_tiles"]
     assert level1[-1].width == example["level1_partial_width"]
     assert [t.width for t in tiles_at_level(70000, 2)] == [example["level2_partial_width"]]
