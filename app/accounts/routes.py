@@ -14,6 +14,7 @@ from app.deps import (
     HasherDep,
     NowDep,
     PrincipalDep,
+    RowId,
     SessionDep,
     SettingsDep,
     client_address,
@@ -111,7 +112,7 @@ def list_tokens(
 
 @router.delete("/tokens/{token_id}", response_model=schemas.TokenOut)
 def revoke_token(
-    token_id: int,
+    token_id: RowId,
     user: Annotated[User, Depends(require("account:self"))],
     session: SessionDep,
     now: NowDep,
@@ -177,7 +178,7 @@ def list_people(
 
 @router.post("/people/{user_id}/disable", response_model=schemas.UserOut)
 def disable_person(
-    user_id: int,
+    user_id: RowId,
     admin: Annotated[User, Depends(require("person:manage"))],
     session: SessionDep,
     now: NowDep,

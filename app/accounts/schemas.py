@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.deps import MAX_ROW_ID
 from app.permissions import Role
 
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{2,63}$"
@@ -38,7 +39,8 @@ class LoginOut(BaseModel):
 
 class InviteIn(Strict):
     role: Role
-    agency_id: int | None = None
+    # A row id (beyond the range, no agency could exist; SQLite could not even look it up).
+    agency_id: int | None = Field(default=None, ge=1, le=MAX_ROW_ID)
 
 
 class InviteOut(BaseModel):

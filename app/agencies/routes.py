@@ -11,7 +11,7 @@ from app.agencies import schemas
 from app.agencies import service as agencies
 from app.agencies.models import Agency
 from app.agencies.recipients import is_post_quantum
-from app.deps import NowDep, SessionDep, make_router, require
+from app.deps import NowDep, RowId, SessionDep, make_router, require
 
 router = make_router(prefix="/api/agencies", tags=["agencies"])
 
@@ -50,7 +50,7 @@ def list_agencies(
 
 @router.get("/{agency_id}", response_model=schemas.AgencyOut)
 def get_agency(
-    agency_id: int, _: Annotated[User, Depends(require("agency:read"))], session: SessionDep
+    agency_id: RowId, _: Annotated[User, Depends(require("agency:read"))], session: SessionDep
 ) -> schemas.AgencyOut:
     """One agency."""
     return agency_out(agencies.get_agency(session, agency_id))

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.accounts.models import User
-from app.deps import NowDep, SessionDep, SettingsDep, make_router, require
+from app.deps import NowDep, RowId, SessionDep, SettingsDep, make_router, require
 from app.devices import schemas
 from app.devices import service as devices
 from app.devices.location import to_degrees
@@ -79,7 +79,7 @@ def list_own_devices(
 
 @router.put("/devices/{device_id}/location", response_model=schemas.DeviceOut)
 def set_location(
-    device_id: int,
+    device_id: RowId,
     body: schemas.LocationIn,
     user: Annotated[User, Depends(require("device:own"))],
     session: SessionDep,
@@ -93,7 +93,7 @@ def set_location(
 
 @router.post("/devices/{device_id}/revoke", response_model=schemas.DeviceOut)
 def revoke_own_device(
-    device_id: int,
+    device_id: RowId,
     user: Annotated[User, Depends(require("device:own"))],
     session: SessionDep,
     now: NowDep,
@@ -124,7 +124,7 @@ def list_all_devices(
 
 @router.post("/admin/devices/{device_id}/revoke", response_model=schemas.DeviceAdminOut)
 def admin_revoke_device(
-    device_id: int,
+    device_id: RowId,
     user: Annotated[User, Depends(require("device:admin"))],
     session: SessionDep,
     now: NowDep,

@@ -11,7 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.accounts.models import User
 from app.clipstore import ClipStore, ReadAhead
-from app.deps import NowDep, SessionDep, make_router, require
+from app.deps import NowDep, RowId, SessionDep, make_router, require
 from app.requests import asks, schemas, service, uploads
 from app.requests.service import request_out, summary
 
@@ -61,7 +61,7 @@ def list_requests(user: Reader, session: SessionDep) -> list[schemas.RequestSumm
 
 @router.get("/requests/{request_id}", response_model=schemas.RequestOut)
 def read_request(
-    request_id: int, user: Reader, session: SessionDep, now: NowDep
+    request_id: RowId, user: Reader, session: SessionDep, now: NowDep
 ) -> schemas.RequestOut:
     """A request with its warrant (a logged read)."""
     return request_out(session, service.read_request(session, user, request_id, now))
@@ -69,7 +69,7 @@ def read_request(
 
 @router.post("/requests/{request_id}/close", response_model=schemas.RequestOut)
 def close_request(
-    request_id: int, user: Requester, session: SessionDep, now: NowDep
+    request_id: RowId, user: Requester, session: SessionDep, now: NowDep
 ) -> schemas.RequestOut:
     """Stop collecting answers; shared clips stay for the access window."""
     return request_out(session, service.close(session, user, request_id, now))
@@ -77,7 +77,7 @@ def close_request(
 
 @router.get("/requests/{request_id}/shared", response_model=list[schemas.SharedClipOut])
 def list_shared(
-    request_id: int, user: Requester, session: SessionDep
+    request_id: RowId, user: Requester, session: SessionDep
 ) -> list[schemas.SharedClipOut]:
     """What residents chose to share, under per-request pseudonyms."""
     return uploads.shared_clips(session, user, request_id)
@@ -89,7 +89,7 @@ def list_shared(
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def download_shared(
-    request_id: int,
+    request_id: RowId,
     shared_clip_id: str,
     user: Requester,
     session: SessionDep,
@@ -117,7 +117,7 @@ def list_reviews(user: Reviewer, session: SessionDep, now: NowDep) -> list[schem
 
 @router.post("/requests/{request_id}/review", response_model=schemas.RequestOut)
 def review_request(
-    request_id: int, body: schemas.ReviewIn, user: Reviewer, session: SessionDep, now: NowDep
+    request_id: RowId, body: schemas.ReviewIn, user: Reviewer, session: SessionDep, now: NowDep
 ) -> schemas.RequestOut:
     """Approve or reject with a reason; the final approval sends the asks."""
     return request_out(session, service.review(session, user, request_id, body, now))

@@ -1,0 +1,179 @@
+"""Numbers and dates beyond what the databases or Python's datetime hold get a clear 4xx.
+
+Both databases store ids, log indexes, tree sizes and cosignature timestamps as signed 64-bit
+integers; SQLite cannot even bind a larger Python int (OverflowError, a 500 before these
+checks). Dates near the ends of Python's range overflow in a time-zone conversion. Every row
+below sends such a value, with the credentials of a role the route admits, and must get a
+404 or 422 with a message, and change nothing, on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from app.log import checkpoints
+from app.permissions import Role
+from porchlight.tlog.checkpoint import Checkpoint, cosign, sign_checkpoint
+from porchlight.tlog.note import ALG_COSIGNATURE_V1, CosignatureSigner, generate_signer
+from tests.server.factories import Community, Person
+from tests.server.log.helpers import fill
+
+# The first value past the signed 64-bit limit, the reviewer's 2**70, and the largest uint64.
+OVERSIZED = (2**63, 2**70, 2**64 - 1)
+UINT64 = (2**63, 2**64 - 1)
+
+
+@dataclass
+class Scene:
+    """People of every role, a registered cosigner key and a published checkpoint."""
+
+    community: Community
+    people: dict[Role, Person]
+    witness: CosignatureSigner
+    checkpoint: str
+
+    def request_body(self, **changes: str) -> dict[str, Any]:
+        """A request that would be accepted, with `changes` ("warrant.expires_on": ...)."""
+        now = self.community.now()
+        body: dict[str, Any] = {
+            "warrant": {
+                "court": "Testshire Magistrates' Court",
+                "docket_number": "TS-2026-0042",
+                "judge": "HHJ Example",
+                "issued_on": (now.date() - timedelta(days=1)).isoformat(),
+                "expires_on": (now.date() + timedelta(days=30)).isoformat(),
+                "document_sha256": hashlib.sha256(b"warrant").hexdigest(),
+            },
+            "offence": "Burglary at 12 Example Road",
+            "window_start": (now - timedelta(hours=3)).isoformat(),
+            "window_end": (now - timedelta(hours=1)).isoformat(),
+            "area": {"lat": 51.5, "lon": -0.12, "radius_m": 300},
+        }
+        for key, value in changes.items():
+            outer, _, inner = key.partition(".")
+            if inner:
+                body[outer][inner] = value
+            else:
+                body[key] = value
+        return body
+
+    def cosign_size(self, size: int, witness: CosignatureSigner | None = None) -> dict[str, str]:
+        """A log-signed checkpoint of `size` entries, cosigned by the registered key."""
+        signer = self.community.app.state.log_signer
+        text = sign_checkpoint(Checkpoint(signer.origin, size, b"\x07" * 32), signer.signer)
+        line = cosign(text, witness or self.witness).line().rstrip()
+        return {"checkpoint": text, "cosignature": line}
+
+    def cosign_size_unregistered(self, size: int) -> dict[str, str]:
+        """As `cosign_size`, by a key nobody registered (the size is refused first)."""
+        stranger = generate_signer("stranger.example/witness", ALG_COSIGNATURE_V1)
+        assert isinstance(stranger, CosignatureSigner)
+        return self.cosign_size(size, stranger)
+
+    def cosign_at(self, timestamp: int) -> dict[str, str]:
+        """The published checkpoint, cosigned by the registered key at `timestamp`."""
+        at = CosignatureSigner(self.witness.name, self.witness.seed, clock=lambda: timestamp)
+        line = cosign(self.checkpoint, at).line().rstrip()
+        return {"checkpoint": self.checkpoint, "cosignature": line}
+
+
+@pytest.fixture
+def scene(community: Community) -> Scene:
+    people = {role: community.person(role) for role in Role}
+    witness = generate_signer("auditor.example/witness", ALG_COSIGNATURE_V1)
+    assert isinstance(witness, CosignatureSigner)
+    registered = community.client.post(
+        "/api/log/auditor-keys",
+        json={"verifier_key": witness.verifier().vkey()},
+        headers=community.auth(people[Role.auditor]),
+    )
+    assert registered.status_code == 201, registered.text
+    with community.session() as session:
+        fill(session, 3)
+        checkpoints.publish_checkpoint(session)
+    published = community.client.get("/log/checkpoint")
+    assert published.status_code == 200, published.text
+    return Scene(community, people, witness, published.text)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """`method path` sent once per value: `{}` in the path takes the value (as `encode`
+    writes it), `body` builds the JSON body from it; `role` None means no credentials."""
+
+    method: str
+    path: str
+    role: Role | None
+    values: tuple[Any, ...] = OVERSIZED
+    body: Callable[[Scene, Any], Any] | None = None
+    encode: Callable[[Any], str] = str
+
+    def __str__(self) -> str:
+        who = self.role.value if self.role is not None else "anyone"
+        what = f" {self.values[0]}" if len(self.values) == 1 else ""
+        if self.body is not None and self.body.__name__ != "<lambda>":
+            what = f" {self.body.__name__}"
+        return f"{self.method} {self.path} as {who}{what}"
+
+
+PROBES = [
+    # Integer ids in paths.
+    Probe("GET", "/api/requests/{}", Role.requester),
+    Probe("GET", "/api/requests/{}", Role.auditor),
+    Probe("POST", "/api/requests/{}/close", Role.requester),
+    Probe("GET", "/api/requests/{}/shared", Role.requester),
+    Probe("GET", "/api/requests/{}/shared/clip", Role.requester),
+    Probe(
+        "POST",
+        "/api/requests/{}/review",
+        Role.reviewer,
+        body=lambda _, __: {"decision": "approve", "reason": "a valid warrant"},
+    ),
+    Probe("GET", "/api/agencies/{}", Role.admin),
+    Probe("DELETE", "/api/tokens/{}", Role.resident),
+    Probe("POST", "/api/people/{}/disable", Role.admin),
+    Probe(
+        "PUT",
+        "/api/devices/{}/location",
+        Role.resident,
+        body=lambda _, __: {"latitude": 51.5, "longitude": -0.12},
+    ),
+    Probe("POST", "/api/devices/{}/revoke", Role.resident),
+    Probe("POST", "/api/admin/devices/{}/revoke", Role.admin),
+    Probe("POST", "/api/log/auditor-keys/{}/revoke", Role.auditor),
+    # Integer ids in bodies.
+    Probe(
+        "POST",
+        "/api/invites",
+        Role.admin,
+        body=lambda _, value: {"role": "requester", "agency_id": value},
+    ),
+    # Log indexes and sizes in query strings.
+    Probe("GET", "/api/log/entries?start={}", Role.auditor),
+    Probe("GET", "/log/proof/inclusion?index={}", None),
+    Probe("GET", "/log/proof/inclusion?index=0&size={}", None),
+    Probe("GET", "/log/proof/consistency?from={}", None),
+    Probe("GET", "/log/proof/consistency?from=1&to={}", None),
+]
+
+
+@pytest.mark.parametrize("probe", PROBES, ids=str)
+def test_oversized_values_are_refused_and_change_nothing(scene: Scene, probe: Probe) -> None:
+    client = scene.community.client
+    for value in probe.values:
+        headers = scene.community.auth(scene.people[probe.role]) if probe.role is not None else {}
+        path = probe.path.replace("{}", probe.encode(value))
+        body = probe.body(scene, value) if probe.body is not None else None
+        before = scene.community.counts()
+        response = client.request(probe.method, path, json=body, headers=headers)
+        assert response.status_code in (404, 422), (value, response.text)
+        message = response.json()["message"]
+        assert re.search(r"\w", message), (value, response.text)
+        assert scene.community.counts() == before, value
