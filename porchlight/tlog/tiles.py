@@ -8,7 +8,10 @@
 - "Entry bundles": `tile/entries/<N>[.p/<W>]` holds entries N*256 .. N*256+W-1, each as a
   big-endian uint16 length followed by that many bytes.
 - "Paths": <N> is written in groups of three decimal digits, every group but the last
-  prefixed with `x` (1234067 -> x001/x234/067).
+  prefixed with `x` (1234067 -> x001/x234/067); <L> is a decimal integer from 0 to 63.
+  A path is also refused when the tile could only exist in a log of more than 2**63 - 1
+  entries: log sizes and indexes here are signed 64-bit integers (as in Go's tlog, and in
+  the server's SQL columns), so such a tile names nothing any log can hold.
 
 `build_tiles` produces every file of a log of a given size from its entries, so tests, benches
 and a server that renders static tiles share one implementation.
@@ -28,6 +31,8 @@ from porchlight.tlog.merkle import HASH_SIZE, NodeReader, complete_levels, node_
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
 MAX_ENTRY_SIZE = 0xFFFF
+MAX_LEVEL = 63
+MAX_LOG_SIZE = (1 << 63) - 1
 
 _LEAF_PREFIX = b"\x00"
 _PATH = re.compile(r"tile/(entries|\d+)/((?:x\d{3}/)*\d{3})(?:\.p/(\d+))?")
@@ -81,6 +86,11 @@ def parse_tile_path(path: str) -> Tile:
         raise TileError(f"partial tile width out of range: {path!r}")
     if (level is not None and str(level) != kind) or tile.path() != path:
         raise TileError(f"non-canonical tile path: {path!r}")
+    if level is not None and level > MAX_LEVEL:
+        raise TileError(f"tile level above {MAX_LEVEL}: {path!r}")
+    # The log size this tile needs: its last hash covers leaves up to this (exclusive).
+    if (index * TILE_WIDTH + width) << (TILE_HEIGHT * (level or 0)) > MAX_LOG_SIZE:
+        raise TileError(f"tile beyond any log of up to 2**63 - 1 entries: {path!r}")
     return tile
 
 

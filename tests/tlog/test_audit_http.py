@@ -17,7 +17,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from fastapi.testclient import TestClient
 
+from app.permissions import Role
 from porchlight.cli import main
 from porchlight.tlog.checkpoint import (
     Checkpoint,
@@ -30,6 +32,7 @@ from porchlight.tlog.note import CosignatureVerifier, Note, parse_note, parse_si
 from porchlight.tlog.note import parse_verifier_key as parse_vkey
 from porchlight.tlog.tiles import leaf_hashes
 from porchlight.tlog.verify import HttpSource, VerifyError, verify_log
+from tests.server.factories import Community
 from tests.tlog.logs import build_log, entry, sign, signer, write_bundles_only, write_tiles
 
 TOKEN = "auditor-token-123"
@@ -385,6 +388,29 @@ def test_cosign_refuses_a_checkpoint_for_another_log(
     assert main([*cosign, "--state", str(tmp_path / "b.json"), "--origin", "some.other/log"]) == 0
     assert "verified some.other/log: size 700" in capsys.readouterr().out
     assert len(server.cosignatures) == 1
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/log/tile/99999999999999999999/000",
+        "/log/tile/64/000",
+        "/log/tile/0/x999/x999/x999/x999/x999/x999/x999/000",
+        "/log/tile/0/x036/x028/x797/x018/x963/968",
+        "/log/tile/entries/x999/x999/x999/x999/x999/x999/x999/000",
+        "/log/tile/entries/x036/x028/x797/x018/x963/967",
+    ],
+)
+def test_the_real_server_answers_404_for_a_tile_no_log_can_have(
+    path: str, client: TestClient, community: Community
+) -> None:
+    # Paths the parser accepted used to reach the database with an index beyond 64 bits
+    # (SQLite: OverflowError, a 500). Hash tiles are public; bundles need an auditor.
+    auditor = community.auth(community.person(Role.auditor))
+    for headers in ({}, auditor):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 404, response.text
+        assert "tile" in response.json()["message"]
 
 
 def test_timeline(server: LogServer, capsys: pytest.CaptureFixture[str]) -> None:

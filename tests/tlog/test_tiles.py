@@ -50,6 +50,12 @@ def test_go_tile_paths_translate_to_c2sp() -> None:
             continue
         go_path = case["path"]
         c2sp_path = "tile/" + go_path.split("/", 2)[2]
+        if case["N"] * 256 ** (case["L"] + 1) > 2**63 - 1:
+            # Fine at the Go vector's height, but at height 8 its first leaf would be past
+            # the 2**63 - 1 entries a log can hold.
+            with pytest.raises(TileError, match="beyond any log"):
+                parse_tile_path(c2sp_path)
+            continue
         tile = parse_tile_path(c2sp_path)
         assert (tile.level, tile.index) == (case["L"], case["N"])
 
@@ -67,11 +73,28 @@ def test_go_tile_paths_translate_to_c2sp() -> None:
         "tile/data/005",
         "tile/3/5/123/456/078",
         "/tile/0/005",
+        # tlog-tiles: the level is 0..63.
+        "tile/64/000",
+        "tile/99999999999999999999/000",
+        # Tiles only a log of more than 2**63 - 1 entries could have.
+        "tile/0/x999/x999/x999/x999/x999/x999/x999/000",
+        "tile/entries/x036/x028/x797/x018/x963/968",
+        "tile/entries/x036/x028/x797/x018/x963/967",
+        "tile/1/x140/x737/x488/x355/327",
+        "tile/8/000.p/1",
+        "tile/63/000",
     ],
 )
 def test_bad_tile_paths_are_rejected(path: str) -> None:
     with pytest.raises(TileError):
         parse_tile_path(path)
+
+
+def test_the_last_tiles_a_log_can_have_are_accepted() -> None:
+    # A log of 2**63 - 1 entries: its last bundle and tiles end exactly at that size.
+    last = (2**63 - 1) // 256
+    for tile in (Tile(None, last, 255), Tile(0, last, 255), Tile(None, last - 1), Tile(7, 0, 127)):
+        assert parse_tile_path(tile.path()) == tile
 
 
 def test_size_70000_example() -> None:
