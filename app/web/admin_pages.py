@@ -13,7 +13,7 @@ from app.accounts import service as accounts
 from app.accounts.models import User
 from app.agencies import service as agencies
 from app.agencies.recipients import is_post_quantum
-from app.deps import NowDep, PrincipalDep, SessionDep, SettingsDep, require
+from app.deps import NowDep, PrincipalDep, RowId, SessionDep, SettingsDep, require
 from app.devices import service as devices
 from app.errors import AppError
 from app.permissions import Role
@@ -49,7 +49,9 @@ def people_page(
 
 
 @router.post("/people/{user_id}/disable")
-def disable_person(user_id: int, admin: PeopleAdmin, session: SessionDep, now: NowDep) -> Response:
+def disable_person(
+    user_id: RowId, admin: PeopleAdmin, session: SessionDep, now: NowDep
+) -> Response:
     """Disable an account (its sessions and tokens stop at once)."""
     accounts.disable_user(session, admin, user_id, now)
     return see_other("/admin/people?done=disabled")
@@ -213,7 +215,9 @@ def devices_page(
 
 
 @router.post("/devices/{device_id}/revoke")
-def revoke_device(device_id: int, admin: DeviceAdmin, session: SessionDep, now: NowDep) -> Response:
+def revoke_device(
+    device_id: RowId, admin: DeviceAdmin, session: SessionDep, now: NowDep
+) -> Response:
     """Revoke any device."""
     devices.revoke(session, admin, devices.get_device(session, device_id), now)
     return see_other("/admin/devices?done=revoked")

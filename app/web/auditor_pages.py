@@ -16,7 +16,7 @@ from app.agencies import service as agencies
 from app.audit import integrator
 from app.audit import service as audit
 from app.audit.models import LogEntry
-from app.deps import NowDep, PrincipalDep, SessionDep, require
+from app.deps import NowDep, PrincipalDep, RowId, SessionDep, require
 from app.log import reports
 from app.log.keys import LogSigner
 from app.requests import service as requests
@@ -75,7 +75,7 @@ def _timeline(session: SessionDep, request_id: int) -> list[reports.EntryView]:
 @router.get("/requests/{request_id}")
 def request_timeline(
     request: Request,
-    request_id: int,
+    request_id: RowId,
     user: RequestReader,
     principal: PrincipalDep,
     session: SessionDep,

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from app.accounts.models import User
 from app.clipstore import ClipStore
-from app.deps import NowDep, PrincipalDep, SessionDep, require
+from app.deps import NowDep, PrincipalDep, RowId, SessionDep, require
 from app.errors import AppError
 from app.requests import schemas, uploads
 from app.requests import service as requests
@@ -202,7 +202,7 @@ def _verification(clip: schemas.SharedClipOut) -> tuple[bool, str]:
 @router.get("/{request_id}")
 def request_page(
     request: Request,
-    request_id: int,
+    request_id: RowId,
     user: Requester,
     principal: PrincipalDep,
     session: SessionDep,
@@ -226,7 +226,7 @@ def request_page(
 
 
 @router.post("/{request_id}/close")
-def close_request(request_id: int, user: Requester, session: SessionDep, now: NowDep) -> Response:
+def close_request(request_id: RowId, user: Requester, session: SessionDep, now: NowDep) -> Response:
     """Stop collecting answers; shared clips stay for the access window."""
     requests.close(session, user, request_id, now)
     return see_other(f"/requests/{request_id}?done=closed")
@@ -235,7 +235,7 @@ def close_request(request_id: int, user: Requester, session: SessionDep, now: No
 @router.get("/{request_id}/clips/{shared_clip_id}")
 def download_clip(
     request: Request,
-    request_id: int,
+    request_id: RowId,
     shared_clip_id: str,
     user: Requester,
     session: SessionDep,

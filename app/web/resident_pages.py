@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from app.accounts.models import User
 from app.clipstore import ClipStore
-from app.deps import NowDep, PrincipalDep, SessionDep, SettingsDep, require
+from app.deps import NowDep, PrincipalDep, RowId, SessionDep, SettingsDep, require
 from app.devices import service as devices
 from app.devices.location import to_degrees
 from app.devices.models import Device
@@ -100,7 +100,7 @@ def _coordinate(raw: str, name: str, limit: float) -> float | str:
 @router.post("/devices/{device_id}/location")
 def set_location(
     request: Request,
-    device_id: int,
+    device_id: RowId,
     user: Resident,
     principal: PrincipalDep,
     session: SessionDep,
@@ -135,7 +135,7 @@ def set_location(
 
 
 @router.post("/devices/{device_id}/revoke")
-def revoke_device(device_id: int, user: Resident, session: SessionDep, now: NowDep) -> Response:
+def revoke_device(device_id: RowId, user: Resident, session: SessionDep, now: NowDep) -> Response:
     """Revoke one of one's own devices."""
     device: Device = devices.own_device(session, user, device_id)
     devices.revoke(session, user, device, now)

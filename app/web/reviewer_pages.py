@@ -8,7 +8,7 @@ from fastapi import Depends, Form, Request
 from fastapi.responses import Response
 
 from app.accounts.models import User
-from app.deps import NowDep, PrincipalDep, SessionDep, require
+from app.deps import NowDep, PrincipalDep, RowId, SessionDep, require
 from app.errors import AppError
 from app.requests import schemas
 from app.requests import service as requests
@@ -73,7 +73,7 @@ def queue_page(
 @router.post("/{request_id}")
 def review(
     request: Request,
-    request_id: int,
+    request_id: RowId,
     user: Reviewer,
     principal: PrincipalDep,
     session: SessionDep,

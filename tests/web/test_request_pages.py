@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import base64
 import re
+from functools import partial
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from app.permissions import Role
+from app.route_index import _walk
 from tests.server.factories import Clock, Community, Person
 from tests.server.requests.helpers import make_world
 from tests.server.requests.test_warrant_expiry import expiring
+from tests.server.route_rules import ROUTE_RULES
+from tests.web.test_page_rules import NOT_PAGES
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 
@@ -23,7 +29,8 @@ class Browser:
     """A signed-in cookie session, as a browser has: its own client and CSRF token."""
 
     def __init__(self, app: FastAPI, community: Community, person: Person) -> None:
-        self.client = TestClient(app, follow_redirects=False)
+        # A crash is a 500 response here, as a browser would get, not an exception.
+        self.client = TestClient(app, follow_redirects=False, raise_server_exceptions=False)
         self.csrf = community.login(person, self.client)
 
     def get(self, path: str) -> str:
@@ -127,3 +134,59 @@ def _log_entries(community: Community, auditor: Person) -> list[dict[str, Any]]:
     )
     assert response.status_code == 200, response.text
     return list(response.json()["entries"])
+
+
+def _integer_id_routes(app: FastAPI) -> list[tuple[str, str, list[str]]]:
+    """Every page route with an integer path id: (method, path, the ids' names)."""
+    found = []
+    for path, route in _walk(app.routes):
+        if path.startswith(NOT_PAGES) or not isinstance(route, APIRoute):
+            continue
+        names = [f.name for f in route.dependant.path_params if f.field_info.annotation is int]
+        found += [(method, path, names) for method in route.methods or () if names]
+    return sorted(found)
+
+
+def _call(
+    browser: Browser, method: str, template: str, names: list[str], value: int
+) -> httpx.Response:
+    """`template` with every integer id `value`, as a signed-in browser (forms send no fields)."""
+    path = template.replace("{shared_clip_id}", "0" * 24)
+    for name in names:
+        path = path.replace("{" + name + "}", str(value))
+    if method == "GET":
+        response: httpx.Response = browser.client.get(path, headers=HTML)
+    else:
+        response = browser.client.post(path, data={"csrf_token": browser.csrf}, headers=HTML)
+    return response
+
+
+def test_integer_ids_out_of_range_get_a_page_not_a_crash(
+    app: FastAPI, community: Community
+) -> None:
+    routes = _integer_id_routes(app)
+    assert len(routes) >= 9
+    browsers: dict[Role, Browser] = {}
+    for method, template, names in routes:
+        rule = ROUTE_RULES[(method, template)]
+        assert isinstance(rule, frozenset)
+        role = min(rule)
+        if role not in browsers:
+            browsers[role] = Browser(app, community, community.person(role))
+        call = partial(_call, browsers[role], method, template, names)
+        # Beyond what SQLite can bind (2**70) or either database stores (2**63), and below 1:
+        # the error page, naming the id, before any query.
+        for value in (2**70, 2**63, 0, -1):
+            response = call(value)
+            where = (method, template, value)
+            assert response.status_code == 422, (where, response.status_code, response.text)
+            assert response.headers["content-type"].startswith("text/html"), where
+            assert "Please check what you entered" in response.text, where
+            assert names[0] in response.text, where
+        # A well-formed id that names nothing: the not-found page (the form routes refuse
+        # their empty fields first). 2**31 - 1 is the largest id PostgreSQL's integer id
+        # columns hold: ids above it, up to RowId's bound (2**63 - 1), still fail in the
+        # query there.
+        response = call(2**31 - 1)
+        assert response.status_code in (404, 422), (method, template, response.text)
+        assert response.headers["content-type"].startswith("text/html")
