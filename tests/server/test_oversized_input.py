@@ -22,6 +22,7 @@ from app.log import checkpoints
 from app.permissions import Role
 from porchlight.tlog.checkpoint import Checkpoint, cosign, sign_checkpoint
 from porchlight.tlog.note import ALG_COSIGNATURE_V1, CosignatureSigner, generate_signer
+from porchlight.tlog.tiles import encode_index
 from tests.server.factories import Community, Person
 from tests.server.log.helpers import fill
 
@@ -161,6 +162,12 @@ PROBES = [
     Probe("GET", "/log/proof/inclusion?index=0&size={}", None),
     Probe("GET", "/log/proof/consistency?from={}", None),
     Probe("GET", "/log/proof/consistency?from=1&to={}", None),
+    # Tiles (the fast path in front of the routes, then the routes): an index or a level
+    # whose nodes lie beyond any index the database can hold.
+    Probe("GET", "/log/tile/0/{}", None, encode=encode_index),
+    Probe("GET", "/log/tile/0/{}.p/7", None, encode=encode_index),
+    Probe("GET", "/log/tile/{}/000", None),
+    Probe("GET", "/log/tile/entries/{}", Role.auditor, encode=encode_index),
 ]
 
 
