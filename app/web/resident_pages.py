@@ -18,6 +18,7 @@ from app.devices.models import Device
 from app.errors import AppError
 from app.requests import asks as ask_service
 from app.requests.models import SharedClip
+from app.requests.schemas import ResidentAskOut
 from app.web.render import attempt, page_router, public_url, render, see_other
 
 router = page_router(prefix="/resident", tags=["pages"])
@@ -151,6 +152,7 @@ ASK_DONE = {
 # What a resident is told about each ask state, in plain words.
 ASK_STATES = {
     "pending": "Waiting for your answer (not answering means no)",
+    "closed": "Closed before you answered: nothing was shared and no answer is needed",
     "consented": "You shared clips",
     "declined": "You said no",
     "expired": "Not answered in time: treated as no",
@@ -169,10 +171,29 @@ def _shared_by_ask(session: SessionDep, ask_ids: list[str]) -> dict[str, list[Sh
     return grouped
 
 
+def _shown_state(ask: ResidentAskOut, now: datetime) -> str:
+    """The ask's state as the resident is told it: a pending ask that can no longer be
+    answered (the requester closed the request, its deadline passed or its warrant expired,
+    and the scheduler has not yet marked it expired) is "closed", so no one is told to answer
+    what would be refused."""
+    if ask.state == "pending":
+        closed = ask_service.closed_reason(
+            ask.request.state, ask.request.warrant.expires_on, ask.deadline, now
+        )
+        if closed is not None:
+            return "closed"
+    return ask.state
+
+
 def _asks_context(session: SessionDep, user: User, now: datetime) -> dict[str, object]:
     all_asks = ask_service.resident_asks(session, user, now)
     shared = _shared_by_ask(session, [a.ask_id for a in all_asks])
-    return {"asks": all_asks, "shared": shared, "ask_states": ASK_STATES}
+    return {
+        "asks": all_asks,
+        "shared": shared,
+        "ask_states": ASK_STATES,
+        "shown": {a.ask_id: _shown_state(a, now) for a in all_asks},
+    }
 
 
 @router.get("/asks")

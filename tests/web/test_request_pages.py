@@ -190,3 +190,25 @@ def test_integer_ids_out_of_range_get_a_page_not_a_crash(
         response = call(2**31 - 1)
         assert response.status_code in (404, 422), (method, template, response.text)
         assert response.headers["content-type"].startswith("text/html")
+
+
+def test_an_ask_of_a_closed_request_shows_as_closed(app: FastAPI, community: Community) -> None:
+    world = make_world(community)
+    resident = community.person(Role.resident)
+    device = world.located_device(resident, 20, 10)
+    opened = world.open_request()
+    ask_id = world.device_asks(device)[0]["ask_id"]
+    browser = Browser(app, community, resident)
+    card = _card(browser.get("/resident/asks"), opened["id"])
+    assert "Waiting for your answer" in card and f"/resident/asks/{ask_id}/decline" in card
+
+    closed = community.client.post(
+        f"/api/requests/{opened['id']}/close", headers=community.auth(world.agency.requester)
+    )
+    assert closed.status_code == 200, closed.text
+    # Consent is refused now, and the page no longer asks for an answer.
+    assert world.consent(device, ask_id, opened["id"], ["clip-1"]).status_code == 409
+    for page in ("/resident/asks", "/resident/history"):
+        card = _card(browser.get(page), opened["id"])
+        assert "Closed before you answered" in card, page
+        assert "Waiting for your answer" not in card and "/decline" not in card, page
