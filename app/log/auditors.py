@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.accounts.models import User
 from app.audit import service as audit
+from app.deps import MAX_ROW_ID
 from app.errors import Conflict, InvalidInput, NotFound, NotPermitted
 from app.log import tree
 from app.log.models import LogAuditor, LogCheckpoint, LogCosignature
@@ -33,6 +34,10 @@ from porchlight.tlog.note import (
     parse_signature_line,
     parse_verifier_key,
 )
+
+# c2sp.org/tlog-cosignature ("Format"): the timestamp "MUST NOT exceed 2^63 - 1"; the signed
+# 64-bit column that stores it holds no more either.
+MAX_COSIGNATURE_TIMESTAMP = 2**63 - 1
 
 
 def register_key(session: Session, user: User, verifier_key: str, now: datetime) -> LogAuditor:
@@ -98,6 +103,21 @@ def accept_cosignature(
         signature = parse_signature_line(cosignature_line.rstrip("\n"))
     except (NoteError, CheckpointError) as error:
         raise InvalidInput(f"malformed checkpoint or cosignature: {error}") from None
+    # Both checked before the key lookup and the signature (cheap, and neither value may
+    # reach the database: sizes and timestamps are signed 64-bit columns there, and SQLite
+    # cannot even bind a larger int).
+    if checkpoint.size > MAX_ROW_ID:
+        # tlog-checkpoint allows any uint64 size, but this log never grows past MAX_ROW_ID.
+        raise InvalidInput(
+            f"checkpoint size {checkpoint.size} is larger than {MAX_ROW_ID}: "
+            "this server never published that checkpoint"
+        )
+    timestamp = CosignatureVerifier.timestamp(signature.signature)
+    if timestamp > MAX_COSIGNATURE_TIMESTAMP:
+        raise InvalidInput(
+            f"cosignature timestamp {timestamp} is larger than 2^63-1, "
+            "which c2sp.org/tlog-cosignature forbids"
+        )
     auditor = session.scalars(
         select(LogAuditor).where(LogAuditor.name == signature.name).with_for_update()
     ).first()
@@ -140,7 +160,6 @@ def accept_cosignature(
             LogCosignature.auditor_id == auditor.id,
         )
     ).first()
-    timestamp = CosignatureVerifier.timestamp(signature.signature)
     line = signature.line().rstrip("\n")
     if existing is not None:
         # A later cosignature of the same checkpoint replaces the earlier (fresher timestamp).

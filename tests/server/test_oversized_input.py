@@ -168,6 +168,12 @@ PROBES = [
     Probe("GET", "/log/tile/0/{}.p/7", None, encode=encode_index),
     Probe("GET", "/log/tile/{}/000", None),
     Probe("GET", "/log/tile/entries/{}", Role.auditor, encode=encode_index),
+    # Cosignatures (c2sp.org/tlog-cosignature): a tree size, and a timestamp, past 2**63 - 1
+    # (a note cannot even carry a number past 2**64 - 1); the size is refused before the
+    # key is looked up.
+    Probe("POST", "/log/cosignatures", None, values=UINT64, body=Scene.cosign_size),
+    Probe("POST", "/log/cosignatures", None, values=UINT64, body=Scene.cosign_at),
+    Probe("POST", "/log/cosignatures", None, values=UINT64, body=Scene.cosign_size_unregistered),
 ]
 
 
