@@ -54,6 +54,7 @@ import httpx
 
 from porchlight.cli import CommandError
 from porchlight.tlog.checkpoint import CheckpointError, cosign, verified_cosignatures
+from porchlight.tlog.files import write_atomically
 from porchlight.tlog.note import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
@@ -246,7 +247,13 @@ def _run_verify(
         ) from error
     _check_witnesses(result, witnesses)
     if previous is None or result.state.size >= previous.size:
-        save_state(state_path, result.state)
+        try:
+            save_state(state_path, result.state)
+        except OSError as error:
+            raise CommandError(
+                f"the log verified, but the state file {state_path} cannot be written: {error}",
+                hint="pass a writable --state FILE",
+            ) from error
     return result
 
 
@@ -481,10 +488,12 @@ def _export(args: argparse.Namespace) -> int:
             print(f"\rporchlight: exported {count} entries", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     if target is not None:
-        # Written only once every page arrived: a failed export leaves no partial file.
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_text(buffer.getvalue())
-        os.replace(temporary, target)
+        # Written only once every page arrived, atomically and durably: a failed export
+        # leaves no partial file. 0600: the entries say who was asked and who declined.
+        try:
+            write_atomically(target, buffer.getvalue().encode(), mode=0o600)
+        except OSError as error:
+            raise CommandError(f"cannot write {target}: {error}") from error
         print(f"wrote {count} entries to {target}")
     return 0
 

@@ -20,12 +20,12 @@ and a server that renders static tiles share one implementation.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from porchlight.tlog.files import sync_directory, write_atomically
 from porchlight.tlog.merkle import HASH_SIZE, NodeReader, complete_levels, node_hash
 
 TILE_HEIGHT = 8
@@ -199,13 +199,17 @@ def tile_from_nodes(tile: Tile, read_nodes: NodeReader) -> bytes:
 
 
 def write_files(root: Path, files: dict[str, bytes]) -> None:
-    """Write tile files under `root`, each atomically (a reader never sees half a tile)."""
+    """Write tile files under `root`, each atomically and durably (see `write_atomically`:
+    a reader never sees half a tile, nor a crash leaves an empty one); each directory is
+    synced once, after all its files are in place."""
+    directories: set[Path] = set()
     for path, data in files.items():
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, target)
+        write_atomically(target, data, sync_parent=False)
+        directories.add(target.parent)
+    for directory in sorted(directories):
+        sync_directory(directory)
 
 
 def tile_node_reader(read_tile: Callable[[Tile], bytes], size: int) -> NodeReader:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
 import ssl
 import threading
 import urllib.request
@@ -51,6 +50,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from porchlight.tlog.checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from porchlight.tlog.files import write_atomically
 from porchlight.tlog.merkle import HASH_SIZE, LevelBuilder, complete_levels, root_from_levels
 from porchlight.tlog.note import Ed25519Verifier, NoteError, parse_verifier_key
 from porchlight.tlog.tiles import (
@@ -314,11 +314,10 @@ def load_state(path: Path) -> VerifiedState | None:
 
 
 def save_state(path: Path, state: VerifiedState) -> None:
-    """Write the state atomically, so a crash never leaves a half-written file."""
+    """Write the state atomically and durably (see `write_atomically`): a crash or a
+    concurrent run never leaves an empty, half-written or mixed state file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(state.to_json(), indent=1) + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, (json.dumps(state.to_json(), indent=1) + "\n").encode())
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ tests against the same contract.)"""
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -463,3 +465,35 @@ def test_export_pages_through_every_entry(
         assert [int(r["index"]) for r in rows] == list(range(SIZE))
         assert json.loads(rows[5]["details"]) == server.records[5]["details"]
         assert rows[5]["action"] == server.records[5]["action"]
+
+
+def test_export_is_written_privately_and_a_failed_write_changes_nothing(
+    server: LogServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = tmp_path / "log.jsonl"
+    target.write_text("the previous export\n")
+    (tmp_path / "log.jsonl.tmp").write_text("another export, half way through\n")
+    args = ["audit", "export", "--server", server.url, "--format", "jsonl", "-o", str(target)]
+    # The disk fails at the fsync: the previous export stays, nothing is left beside it.
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert f"porchlight: error: cannot write {target}: [Errno 5] I/O error" in err
+    assert "Traceback" not in err
+    assert target.read_text() == "the previous export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "log.jsonl.tmp", "served"]
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert main(args) == 0
+    assert f"wrote {SIZE} entries" in capsys.readouterr().out
+    assert len(target.read_text().splitlines()) == SIZE
+    # Every entry says who was asked and who declined: readable by its owner only.
+    assert target.stat().st_mode & 0o077 == 0
+    assert (tmp_path / "log.jsonl.tmp").read_text() == "another export, half way through\n"
