@@ -6,21 +6,56 @@ Requester-facing shapes carry nothing about devices, locations, other asks or de
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Warrants and footage windows lie within years of today; the years 2000 to 2100 admit any
+# real one. The bound keeps every date a day's arithmetic or a time-zone conversion away from
+# the ends of Python's range (years 1 and 9999, where `astimezone` or adding a day raises
+# OverflowError), and turns a mistyped year (0202, 9999) into a clear 422 naming the field
+# before any rule of the service runs.
+EARLIEST_DATE = date(2000, 1, 1)
+LATEST_DATE = date(2100, 12, 31)
+_OUT_OF_RANGE = "must be in the years {earliest} to {latest}"
+
+
+def _in_range(day: date) -> None:
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        raise PydanticCustomError(
+            "date_out_of_range",
+            _OUT_OF_RANGE,
+            {"earliest": EARLIEST_DATE.year, "latest": LATEST_DATE.year},
+        )
+
+
+def _date_in_range(day: date) -> date:
+    _in_range(day)
+    return day
+
+
+def _moment_in_range(moment: datetime) -> datetime:
+    # The local date, before any conversion: converting first is what could overflow.
+    _in_range(moment.date())
+    return moment
+
+
+WarrantDate = Annotated[date, AfterValidator(_date_in_range)]
+WindowMoment = Annotated[AwareDatetime, AfterValidator(_moment_in_range)]
+
+
 class WarrantIn(Strict):
     court: str = Field(min_length=1, max_length=200)
     docket_number: str = Field(min_length=1, max_length=100)
     judge: str = Field(min_length=1, max_length=200)
-    issued_on: date
-    expires_on: date
+    issued_on: WarrantDate
+    expires_on: WarrantDate
     document_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
@@ -33,8 +68,8 @@ class AreaIn(Strict):
 class RequestIn(Strict):
     warrant: WarrantIn
     offence: str = Field(min_length=1, max_length=2000)
-    window_start: AwareDatetime
-    window_end: AwareDatetime
+    window_start: WindowMoment
+    window_end: WindowMoment
     area: AreaIn
 
 

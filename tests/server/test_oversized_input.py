@@ -174,6 +174,17 @@ PROBES = [
     Probe("POST", "/log/cosignatures", None, values=UINT64, body=Scene.cosign_size),
     Probe("POST", "/log/cosignatures", None, values=UINT64, body=Scene.cosign_at),
     Probe("POST", "/log/cosignatures", None, values=UINT64, body=Scene.cosign_size_unregistered),
+    # Dates and times at the ends of Python's range (and typos of the year).
+    *(
+        Probe("POST", "/api/requests", Role.requester, values=(value,), body=body)
+        for value, body in [
+            ("9999-12-31", lambda s, v: s.request_body(**{"warrant.expires_on": v})),
+            ("0001-01-01", lambda s, v: s.request_body(**{"warrant.issued_on": v})),
+            ("0202-01-01", lambda s, v: s.request_body(**{"warrant.issued_on": v})),
+            ("0001-01-01T00:30+01:00", lambda s, v: s.request_body(window_start=v)),
+            ("9999-12-31T23:30-01:00", lambda s, v: s.request_body(window_end=v)),
+        ]
+    ),
 ]
 
 
@@ -190,3 +201,44 @@ def test_oversized_values_are_refused_and_change_nothing(scene: Scene, probe: Pr
         message = response.json()["message"]
         assert re.search(r"\w", message), (value, response.text)
         assert scene.community.counts() == before, value
+
+
+def test_dates_out_of_range_name_the_field_and_the_range(scene: Scene) -> None:
+    cases = {
+        "warrant.expires_on": scene.request_body(**{"warrant.expires_on": "9999-12-31"}),
+        "window_start": scene.request_body(window_start="0001-01-01T00:30+01:00"),
+    }
+    for field, body in cases.items():
+        response = scene.community.client.post(
+            "/api/requests", json=body, headers=scene.community.auth(scene.people[Role.requester])
+        )
+        assert response.status_code == 422, response.text
+        assert f"{field}: must be in the years 2000 to 2100" in response.json()["message"]
+
+
+def test_web_request_form_shows_the_date_range_beside_the_field(scene: Scene) -> None:
+    """The requester's web form validates through the same schema: a 422 page, no 500."""
+    community = scene.community
+    requester = scene.people[Role.requester]
+    csrf = community.login(requester)
+    body = scene.request_body()
+    form = {
+        "court": body["warrant"]["court"],
+        "docket_number": body["warrant"]["docket_number"],
+        "judge": body["warrant"]["judge"],
+        "issued_on": body["warrant"]["issued_on"],
+        "expires_on": "9999-12-31",
+        "document_sha256": body["warrant"]["document_sha256"],
+        "offence": body["offence"],
+        "window_start": "0001-01-01T00:30+01:00",
+        "window_end": body["window_end"],
+        "lat": "51.5",
+        "lon": "-0.12",
+        "radius_m": "300",
+        "csrf_token": csrf,
+    }
+    before = community.counts()
+    response = community.client.post("/requests/new", data=form, headers={"Accept": "text/html"})
+    assert response.status_code == 422, response.text
+    assert response.text.count("must be in the years 2000 to 2100") == 2
+    assert community.counts() == before
