@@ -3,7 +3,7 @@
 Public, no login (hashes, signatures and quarterly counts only; the contract of
 porchlight/audit_cli.py):
 - `GET /log/checkpoint`: the latest signed checkpoint, cosignatures appended (text/plain).
-- `GET /log/tile/<L>/<N>[.p/<W>]`: c2sp.org/tlog-tiles hash tiles; full tiles are immutable
+- `GET /log/tile/<L>/<N>[.p/<W>]`: c2sp.org/tlog-tiles hash tiles, full or partial, immutable
   and cacheable for a year; 404 for a tile the log does not have.
 - `GET /log/proof/inclusion?index=I[&size=S]`, `GET /log/proof/consistency?from=A[&to=B]`:
   RFC 9162 proofs as JSON (hashes in standard base64; S/B default to the latest checkpoint).
@@ -46,15 +46,17 @@ from app.log import auditors, checkpoints, reports, tree
 from app.log.keys import LogSigner
 from app.log.models import LogCheckpoint
 from app.permissions import has_permission
-from porchlight.tlog.tiles import TILE_WIDTH, Tile, TileError, parse_tile_path
+from porchlight.tlog.tiles import Tile, TileError, parse_tile_path
 
 _T = TypeVar("_T")
 log_router = make_router(prefix="/log", tags=["log"])
 api_router = make_router(prefix="/api", tags=["log"])
 
+# c2sp.org/tlog-tiles: tiles and entry bundles are immutable, "so [their] caching headers
+# SHOULD be long-lived". A partial one too: its width is in its path and the log only appends,
+# so `<N>.p/<W>` holds the same bytes for ever (a wider one has another path). Only the
+# checkpoint changes.
 _IMMUTABLE = "public, max-age=31536000, immutable"
-# A partial tile of a given width never changes either, but it is superseded soon.
-_PARTIAL = "public, max-age=60"
 _FRESH = "no-cache"
 
 
@@ -83,12 +85,9 @@ def get_checkpoint(session: SessionDep) -> Response:
     return Response(text, media_type="text/plain; charset=utf-8", headers={"Cache-Control": _FRESH})
 
 
-def _cache_control(tile: Tile, public: bool) -> str:
-    cache = _IMMUTABLE if tile.width == TILE_WIDTH else _PARTIAL
-    if not public:
-        # Entry bundles are for auditors only: no shared cache may keep a copy.
-        cache = cache.replace("public", "private")
-    return cache
+def _cache_control(public: bool) -> str:
+    # Entry bundles are for auditors only: no shared cache may keep a copy.
+    return _IMMUTABLE if public else _IMMUTABLE.replace("public", "private")
 
 
 def _tile_response(data: bytes | None, tile: Tile, public: bool) -> Response:
@@ -97,7 +96,7 @@ def _tile_response(data: bytes | None, tile: Tile, public: bool) -> Response:
     return Response(
         data,
         media_type="application/octet-stream",
-        headers={"Cache-Control": _cache_control(tile, public)},
+        headers={"Cache-Control": _cache_control(public)},
     )
 
 
@@ -258,7 +257,7 @@ class LogReads:
             return None
         if data is None:
             return None
-        return data, "application/octet-stream", _cache_control(tile, tile.level is not None)
+        return data, "application/octet-stream", _cache_control(tile.level is not None)
 
     async def _inclusion(self, scope: Scope) -> tuple[bytes, str, str | None] | None:
         query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
