@@ -22,7 +22,7 @@ import cv2
 from device.clipstore import ClipRecord, ClipStore, RecoveryReport
 from device.config import DeviceConfig
 from device.encoder import H264Encoder
-from device.keys import load_device_key, parse_recipients
+from device.keys import DEVICE_KEY_NAME, load_device_key, parse_recipients
 from device.masks import PrivacyMask, zone_mask
 from device.motion import MotionDetector, MotionParams, motion_fraction
 from device.recorder import Recorder
@@ -101,6 +101,16 @@ class Agent:
         summary.recovery = self.store.recover()
         if summary.recovery.changed:
             log.warning("crash recovery: %s", summary.recovery.summary())
+        if summary.recovery.quarantined:
+            log.error(
+                "%d clips did not verify with this device's signing key and were moved, still "
+                "encrypted, to %s: they may still open with your identity. If %s was replaced, "
+                "put the old key back and move them into %s again",
+                len(summary.recovery.quarantined),
+                self.store.quarantine_dir,
+                DEVICE_KEY_NAME,
+                self.store.clips_dir,
+            )
         _write_status(
             self.data_dir,
             {

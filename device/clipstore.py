@@ -5,8 +5,13 @@ Layout under ``<data>/clips/``: ``<id>.age`` (the clip, encrypted to the homeown
 clip is being written, ``<id>.age.partial`` / ``<id>.json.partial``. A clip reaches its final
 names only after its bytes are fsynced, manifest first, then the clip, then the directory; the
 index row is added last. So after a power cut every final name is complete, and `recover`
-only has to delete partials, drop index rows whose files are gone, re-index complete clips
-whose row was lost, and delete anything that does not verify.
+only has to delete partials (and a manifest whose clip never reached its final name), drop
+index rows whose files are gone and re-index complete clips whose row was lost.
+
+A finished clip that does not verify is never deleted by recovery: its ciphertext may well
+still open with the homeowner's identity (the usual cause is a replaced device signing key,
+which makes every manifest fail at once). It is moved, still encrypted, with its manifest to
+``<data>/quarantine/`` and left there for the homeowner to look at.
 """
 
 from __future__ import annotations
@@ -76,26 +81,43 @@ class ClipRecord:
         }
 
 
+QUARANTINE_DIR = "quarantine"
+
+
 @dataclass
 class RecoveryReport:
     partials_removed: list[str] = field(default_factory=list)
     reindexed: list[str] = field(default_factory=list)
-    invalid_removed: list[str] = field(default_factory=list)
+    # Clip id -> why it was set aside in the quarantine directory (still encrypted).
+    quarantined: dict[str, str] = field(default_factory=dict)
+    # Manifests left by a clip that never reached its final name: they hold no footage.
+    manifests_removed: list[str] = field(default_factory=list)
     missing_dropped: list[str] = field(default_factory=list)
     kept: int = 0
 
     @property
     def changed(self) -> bool:
         return bool(
-            self.partials_removed or self.reindexed or self.invalid_removed or self.missing_dropped
+            self.partials_removed
+            or self.reindexed
+            or self.quarantined
+            or self.manifests_removed
+            or self.missing_dropped
         )
 
     def summary(self) -> str:
-        return (
-            f"kept {self.kept} clips; removed {len(self.partials_removed)} unfinished files, "
-            f"{len(self.invalid_removed)} invalid clips; re-indexed {len(self.reindexed)}; "
+        text = (
+            f"kept {self.kept} clips; removed {len(self.partials_removed)} unfinished files "
+            f"and {len(self.manifests_removed)} manifests without a clip; "
+            f"re-indexed {len(self.reindexed)}; "
             f"dropped {len(self.missing_dropped)} index rows without files"
         )
+        if self.quarantined:
+            text += (
+                f"; set aside {len(self.quarantined)} clips that do not verify "
+                f"(still encrypted, in {QUARANTINE_DIR}/)"
+            )
+        return text
 
 
 def _fsync_dir(path: Path) -> None:
@@ -220,6 +242,7 @@ class ClipStore:
         self.device_public_key = device_public_key or device_key.public_key()  # type: ignore[union-attr]
         self.recipients = list(recipients)
         self.clips_dir = data_dir / "clips"
+        self.quarantine_dir = data_dir / QUARANTINE_DIR
         self.clips_dir.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
             data_dir / "clips.sqlite", isolation_level=None, check_same_thread=False
@@ -330,41 +353,79 @@ class ClipStore:
             if path.suffix == ".age":
                 yield path.stem
 
+    def quarantine(self, clip_id: str) -> Path:
+        """Move a clip and its manifest, as they are, out of the store into the quarantine."""
+        self.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
+        name = clip_id
+        while any((self.quarantine_dir / f"{name}{ext}").exists() for ext in (".age", ".json")):
+            name = f"{clip_id}-{secrets.token_hex(2)}"  # an earlier one of the same id is kept
+        # Files before the index row: a crash in between leaves a row without files, which
+        # the next recovery drops; never a row pointing into the quarantine.
+        for source, ext in (
+            (self.manifest_path(clip_id), ".json"),
+            (self.clip_path(clip_id), ".age"),
+        ):
+            if source.exists():
+                os.rename(source, self.quarantine_dir / f"{name}{ext}")
+        _fsync_dir(self.quarantine_dir)
+        _fsync_dir(self.clips_dir)
+        self._db.execute("DELETE FROM clips WHERE id = ?", (clip_id,))
+        return self.quarantine_dir / f"{name}.age"
+
+    def quarantined(self) -> list[Path]:
+        """The clips recovery set aside (their .age files), oldest name first."""
+        if not self.quarantine_dir.is_dir():
+            return []
+        return sorted(self.quarantine_dir.glob("*.age"))
+
+    def _set_aside(self, report: RecoveryReport, clip_id: str, reason: str) -> None:
+        moved = self.quarantine(clip_id)
+        report.quarantined[clip_id] = reason
+        log.error(
+            "clip %s does not verify (%s): moved, still encrypted, to %s", clip_id, reason, moved
+        )
+
     def recover(self) -> RecoveryReport:
-        """Make the store consistent after a crash or power cut; returns what was done."""
+        """Make the store consistent after a crash or power cut; returns what was done.
+
+        Deletes only unfinished files; a finished clip that does not verify goes to the
+        quarantine directory instead (see the module docstring).
+        """
         report = RecoveryReport()
         for path in sorted(self.clips_dir.iterdir()):
-            if path.name.endswith(".partial"):
+            if path.name.endswith(".partial") and path.is_file():
                 path.unlink()
                 report.partials_removed.append(path.name)
         indexed = {r.id: r for r in self.clips()}
         for clip_id, record in indexed.items():
             path = self.clip_path(clip_id)
-            if not path.exists() or not self.manifest_path(clip_id).exists():
+            if not path.exists():
                 self._db.execute("DELETE FROM clips WHERE id = ?", (clip_id,))
                 report.missing_dropped.append(clip_id)
-                if path.exists() or self.manifest_path(clip_id).exists():
-                    self.delete(clip_id)
+                if self.manifest_path(clip_id).exists():
+                    self.manifest_path(clip_id).unlink()
+                    report.manifests_removed.append(f"{clip_id}.json")
                 continue
             try:
                 manifest = self.manifest(clip_id)
-                if (
-                    manifest.ciphertext_size != path.stat().st_size
-                    or record.size != manifest.ciphertext_size
-                ):
-                    raise ClipStoreError("size mismatch")
-            except ClipStoreError:
-                self.delete(clip_id)
-                report.invalid_removed.append(clip_id)
+            except ClipStoreError as error:
+                self._set_aside(report, clip_id, str(error))
                 continue
+            if manifest.ciphertext_size != path.stat().st_size:
+                self._set_aside(report, clip_id, "not the size its manifest says")
+                continue
+            if record.size != manifest.ciphertext_size:
+                # The signed manifest is the authority; the index only caches it.
+                self._db.execute(
+                    "UPDATE clips SET size = ? WHERE id = ?", (manifest.ciphertext_size, clip_id)
+                )
             report.kept += 1
         for clip_id in sorted(set(self._final_ids()) - set(indexed)):
-            # Renamed into place but not indexed: keep it only if it fully verifies.
+            # Renamed into place but not indexed: index it only if it fully verifies.
             try:
                 manifest = self.verify(clip_id)
-            except ClipStoreError:
-                self.delete(clip_id)
-                report.invalid_removed.append(clip_id)
+            except ClipStoreError as error:
+                self._set_aside(report, clip_id, str(error))
                 continue
             start, end = manifest.start_time, manifest.end_time
             self._insert(
@@ -381,10 +442,11 @@ class ClipStore:
             report.reindexed.append(clip_id)
             report.kept += 1
         known = set(self._final_ids())
-        for path in self.clips_dir.glob("*.json"):
+        for path in sorted(self.clips_dir.glob("*.json")):
             if path.stem not in known:
+                # Sealing renames the manifest first: this is a clip that never got its .age.
                 path.unlink()
-                report.invalid_removed.append(path.name)
+                report.manifests_removed.append(path.name)
         return report
 
 

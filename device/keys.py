@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from device.clipstore import QUARANTINE_DIR
 from porchlight.age import AgeError, Recipient, parse_recipient
 
 DEVICE_KEY_NAME = "device-signing-key.pem"
@@ -32,6 +33,21 @@ def create_device_key(data_dir: Path) -> Ed25519PrivateKey:
         handle.flush()
         os.fsync(handle.fileno())
     return key
+
+
+def signed_footage(data_dir: Path) -> list[Path]:
+    """What in ``data_dir`` the current device key signed: finished clips and their manifests,
+    clips set aside by recovery, consents waiting in the outbox. A new key must never be made
+    while any exists: the agent's recovery would find none of their manifests verifying."""
+    clips = data_dir / "clips"
+    aside = data_dir / QUARANTINE_DIR
+    found = [
+        *(clips.glob("*.age") if clips.is_dir() else ()),
+        *(clips.glob("*.json") if clips.is_dir() else ()),
+        *(aside.glob("*.age") if aside.is_dir() else ()),
+        *((clips / "outbox").glob("*/state.json") if (clips / "outbox").is_dir() else ()),
+    ]
+    return sorted(found)
 
 
 def load_device_key(data_dir: Path) -> Ed25519PrivateKey:

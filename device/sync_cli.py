@@ -20,7 +20,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from device.cli import IDENTITY_NAME, data_dir_of, load_device_config, read_passphrase
-from device.keys import DEVICE_KEY_NAME, KeyFileError, create_device_key, load_device_key
+from device.keys import (
+    DEVICE_KEY_NAME,
+    KeyFileError,
+    create_device_key,
+    load_device_key,
+    signed_footage,
+)
 from device.sync import (
     ENROLMENT_FILE,
     Ask,
@@ -46,39 +52,72 @@ KEY_FILE = DEVICE_KEY_NAME
 
 
 def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
-    """The device's Ed25519 signing key (the one that signs manifests), created if missing."""
+    """The device's Ed25519 signing key (the one that signs manifests), created if missing.
+
+    Never created where clips signed by an earlier key exist (they would all stop verifying).
+    """
+    return _load_or_create_key(data_dir)[0]
+
+
+def _load_or_create_key(data_dir: Path) -> tuple[Ed25519PrivateKey, bool]:
+    """The key, and whether this call created it."""
     try:
-        return load_device_key(data_dir)
-    except KeyFileError:
+        return load_device_key(data_dir), False
+    except KeyFileError as error:
         if (data_dir / DEVICE_KEY_NAME).exists():
-            raise
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return create_device_key(data_dir)
+            raise CommandError(str(error), hint="nothing was sent") from None
+    footage = signed_footage(data_dir)
+    if footage:
+        raise CommandError(
+            f"{data_dir} has no device signing key ({DEVICE_KEY_NAME}) but holds "
+            f"{len(footage)} clip files signed with one; a new key would not match them",
+            hint=f"put the original {DEVICE_KEY_NAME} back into {data_dir} (nothing was "
+            "changed); the clips themselves still open with the homeowner identity",
+        )
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return create_device_key(data_dir), True
+    except FileExistsError:  # another command created it just now
+        return load_device_key(data_dir), False
+    except OSError as error:
+        raise CommandError(f"cannot create the device key in {data_dir}: {error}") from None
 
 
 def enroll(server: str, code: str, data_dir: Path, name: str) -> DeviceEnrolment:
-    """Register the device key with the server using a one-time code; save the credential."""
-    key = load_or_create_key(data_dir)
+    """Register the device key with the server using a one-time code; save the credential.
+
+    A key made for this enrolment is removed again if the enrolment fails, so a failed
+    attempt leaves the data directory as it was."""
+    key, created = _load_or_create_key(data_dir)
     try:
-        with PorchlightClient(server) as client:
-            result = client.enroll_device(code, key, name)
-    except ApiError as error:
-        raise CommandError(
-            f"the server refused the enrolment: {error.message}",
-            hint="ask for a new enrolment code if this one was used or expired",
-        ) from None
-    except OSError as error:
-        raise CommandError(f"cannot reach {server}: {error}") from None
-    except Exception as error:  # httpx transport errors are not OSErrors
-        raise CommandError(f"cannot reach {server}: {error}") from None
-    saved = DeviceEnrolment(server.rstrip("/"), result.device_id, result.credential)
-    write_private(
-        data_dir / ENROLMENT_FILE,
-        json.dumps(
-            {"server": saved.server, "device_id": saved.device_id, "credential": saved.credential},
-            indent=2,
-        ).encode("utf-8"),
-    )
+        try:
+            with PorchlightClient(server) as client:
+                result = client.enroll_device(code, key, name)
+        except ApiError as error:
+            raise CommandError(
+                f"the server refused the enrolment: {error.message}",
+                hint="ask for a new enrolment code if this one was used or expired",
+            ) from None
+        except OSError as error:
+            raise CommandError(f"cannot reach {server}: {error}") from None
+        except Exception as error:  # httpx transport errors are not OSErrors
+            raise CommandError(f"cannot reach {server}: {error}") from None
+        saved = DeviceEnrolment(server.rstrip("/"), result.device_id, result.credential)
+        write_private(
+            data_dir / ENROLMENT_FILE,
+            json.dumps(
+                {
+                    "server": saved.server,
+                    "device_id": saved.device_id,
+                    "credential": saved.credential,
+                },
+                indent=2,
+            ).encode("utf-8"),
+        )
+    except BaseException:
+        if created:
+            (data_dir / DEVICE_KEY_NAME).unlink(missing_ok=True)
+        raise
     return saved
 
 

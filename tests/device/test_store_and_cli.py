@@ -90,7 +90,7 @@ def test_manifest_tamper_and_recovery(device_dir: DeviceDir) -> None:
         tampered = json.loads(data) | change
         with pytest.raises(ManifestError):
             verify_manifest(json.dumps(tampered).encode(), store.device_public_key)
-    # Flip a ciphertext byte: verification fails, recovery of an unindexed copy removes it.
+    # Flip a ciphertext byte: verification fails; recovery of an unindexed copy sets it aside.
     path = store.clip_path(bad)
     raw = bytearray(path.read_bytes())
     raw[-5] ^= 1
@@ -100,7 +100,8 @@ def test_manifest_tamper_and_recovery(device_dir: DeviceDir) -> None:
     store._db.execute("DELETE FROM clips")
     (store.clips_dir / "x.age.partial").write_bytes(b"junk")
     report = store.recover()
-    assert report.reindexed == [good] and bad in report.invalid_removed
+    assert report.reindexed == [good] and list(report.quarantined) == [bad]
+    assert (device_dir.path / "quarantine" / f"{bad}.age").read_bytes() == raw
     assert report.partials_removed == ["x.age.partial"]
     assert [c.id for c in store.clips()] == [good]
     store.close()
@@ -207,6 +208,7 @@ def test_mask_preview_shows_what_the_camera_keeps(device_dir: DeviceDir, tmp_pat
     )
     assert code == 0, err
     image = cv2.imread(str(out))
+    assert image is not None
     h, w = image.shape[:2]
     assert image[5 : h // 2 - 5, 5 : w // 2 - 5].max() == 0
     assert image[h // 2 + 5 : h - 30, w // 2 + 5 :].mean() > 30
