@@ -94,37 +94,140 @@ def read_passphrase(path: Path | None, *, confirm: bool = False) -> str:
     return passphrase
 
 
-def cmd_init(args: argparse.Namespace) -> int:
-    from device.config import CONFIG_NAME, config_template
-    from device.keys import KeyFileError, create_device_key, parse_recipients
-    from porchlight.age import generate_identity, write_identity_file
+def _write_new_identity(path: Path, identity: Any, passphrase: str | None) -> None:
+    """Write the identity file only if none exists: linking a finished file into place fails
+    if the name is taken, so even a race with another `init` cannot replace an identity."""
+    import os
 
-    data_dir = data_dir_of(args)
+    from porchlight.age import write_identity_file
+
+    staging = path.with_name(f".{path.name}.{os.getpid()}.new")
+    write_identity_file(staging, identity, passphrase)
+    try:
+        os.link(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def _write_new_file(path: Path, text: str) -> None:
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _refuse_to_init_over(data_dir: Path) -> None:
+    """Refuse to set up a directory that still holds keys or footage of an earlier setup."""
+    from device.config import CONFIG_NAME
+    from device.keys import signed_footage
+
+    if data_dir.exists() and not data_dir.is_dir():
+        raise CommandError(
+            f"{data_dir} exists and is not a directory", hint="use another --data-dir"
+        )
     if (data_dir / CONFIG_NAME).exists():
         raise CommandError(
             f"{data_dir} is already set up", hint="edit its config.toml, or use another --data-dir"
         )
+    restore = (
+        f"restore {CONFIG_NAME} from a backup ('porchlight keygen -y FILE' prints an "
+        "identity's recipient for its [keys] section), or use another --data-dir"
+    )
+    if (data_dir / IDENTITY_NAME).exists():
+        raise CommandError(
+            f"{data_dir} has no {CONFIG_NAME} but holds a homeowner identity ({IDENTITY_NAME}), "
+            "perhaps the only key to clips recorded with it; init never replaces it",
+            hint=restore,
+        )
+    footage = signed_footage(data_dir)
+    if footage:
+        raise CommandError(
+            f"{data_dir} has no {CONFIG_NAME} but holds {len(footage)} clip files of an "
+            "earlier setup; init will not start a new one over them",
+            hint=restore,
+        )
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    import os
+
+    from device.config import CONFIG_NAME, config_template
+    from device.keys import (
+        DEVICE_KEY_NAME,
+        KeyFileError,
+        create_device_key,
+        load_device_key,
+        parse_recipients,
+    )
+    from porchlight.age import generate_identity
+
+    data_dir = data_dir_of(args)
     recipients: list[str] = list(args.recipient or [])
+    if recipients and (args.passphrase_file or args.classic):
+        raise CommandError(
+            "--passphrase-file and --classic are for an identity generated here; with "
+            "--recipient none is generated",
+            hint="leave out --recipient to keep the identity on this device, "
+            "or leave out the other options",
+        )
+    _refuse_to_init_over(data_dir)
     if recipients:
         try:
             parse_recipients(recipients)
         except KeyFileError as error:
             raise CommandError(str(error)) from None
+    key_path = data_dir / DEVICE_KEY_NAME
+    if key_path.exists():
+        # Made by an earlier 'enroll' (there are no clips, checked above): keep it, since the
+        # server may know this device by it.
+        try:
+            load_device_key(data_dir)
+        except KeyFileError as error:
+            raise CommandError(str(error), hint="nothing was changed") from None
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as error:
+        raise CommandError(f"cannot create {data_dir}: {error.strerror}") from None
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        raise CommandError(
+            f"{data_dir} is not writable by this user", hint="use another --data-dir"
+        )
     passphrase = None if recipients else read_passphrase(args.passphrase_file, confirm=True)
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    identity_file = None
-    if not recipients:
-        identity = generate_identity("x25519" if args.classic else "pq")
-        write_identity_file(data_dir / IDENTITY_NAME, identity, passphrase)
-        recipients = [str(identity.recipient())]
-        identity_file = IDENTITY_NAME
+    created: list[Path] = []
+    try:
+        identity_file = None
+        if not recipients:
+            identity = generate_identity("x25519" if args.classic else "pq")
+            _write_new_identity(data_dir / IDENTITY_NAME, identity, passphrase)
+            created.append(data_dir / IDENTITY_NAME)
+            recipients = [str(identity.recipient())]
+            identity_file = IDENTITY_NAME
+        if not key_path.exists():
+            create_device_key(data_dir)
+            created.append(key_path)
+        _write_new_file(
+            data_dir / CONFIG_NAME, config_template(args.source, recipients, identity_file)
+        )
+    except BaseException as error:
+        # Nothing was recorded with what this run made: leave the directory as it was.
+        for path in created:
+            path.unlink(missing_ok=True)
+        if isinstance(error, FileExistsError):
+            raise CommandError(
+                f"{error.filename} appeared while init ran (another init?); nothing was replaced"
+            ) from None
+        if isinstance(error, OSError):
+            raise CommandError(f"cannot set up {data_dir}: {error}") from None
+        raise
+    if identity_file:
         print(
-            f"generated the homeowner identity, passphrase-protected: {data_dir / IDENTITY_NAME}",
+            f"generated the homeowner identity, passphrase-protected: {data_dir / IDENTITY_NAME}"
+            " (without the passphrase no clip can ever be opened: keep it safe)",
             file=sys.stderr,
         )
-    if not (data_dir / "device-signing-key.pem").exists():
-        create_device_key(data_dir)
-    (data_dir / CONFIG_NAME).write_text(config_template(args.source, recipients, identity_file))
     print(f"wrote {data_dir / CONFIG_NAME}; clips will be encrypted to:", file=sys.stderr)
     for recipient in recipients:
         print(recipient)
@@ -331,7 +434,15 @@ def register(subparsers: Any) -> None:
     commands = group.add_subparsers(dest="device_command", metavar="COMMAND")
     group.set_defaults(handler=lambda _args: group.print_help() or 2)
 
-    init = commands.add_parser("init", help="write a config, create the device key and keys")
+    init = commands.add_parser(
+        "init",
+        help="write a config, create the device key and keys",
+        description="Set up a data directory: config.toml, the device's signing key and, "
+        "without --recipient, a homeowner identity generated here. init then asks for a "
+        "passphrase (twice) and stores the identity encrypted with it: the passphrase is the "
+        "only way to open your clips, and if it is lost every clip is unreadable for good. "
+        "init never replaces an existing identity, key or clips.",
+    )
     add_data_dir(init)
     init.add_argument(
         "--recipient",
@@ -342,9 +453,16 @@ def register(subparsers: Any) -> None:
     init.add_argument(
         "--source", default="0", help="camera: USB index, file, rtsp:// URL or picamera2"
     )
-    init.add_argument("--passphrase-file", type=Path, help="passphrase for the generated identity")
     init.add_argument(
-        "--classic", action="store_true", help="X25519 identity instead of post-quantum"
+        "--passphrase-file",
+        type=Path,
+        help="read the generated identity's passphrase from this file instead of asking "
+        "(not with --recipient)",
+    )
+    init.add_argument(
+        "--classic",
+        action="store_true",
+        help="generate an X25519 identity instead of a post-quantum one (not with --recipient)",
     )
     init.set_defaults(handler=cmd_init)
 
