@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 
+from device.agent_lock import AgentLock
 from device.clipstore import ClipRecord, ClipStore, RecoveryReport
 from device.config import DeviceConfig
 from device.encoder import H264Encoder
@@ -97,6 +98,21 @@ class Agent:
             log.info("retention deleted %d clips", len(deleted))
 
     def run(self) -> RunSummary:
+        """Record until the source ends or `stop` is set. Raises AgentRunning (having touched
+        nothing) if another agent holds the data directory."""
+        lock = AgentLock(self.data_dir)
+        try:
+            lock.acquire()
+        except BaseException:
+            self.source.stop()
+            self.store.close()
+            raise
+        try:
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> RunSummary:
         summary = self.summary
         summary.recovery = self.store.recover()
         if summary.recovery.changed:

@@ -239,6 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
     from device.agent import Agent
+    from device.agent_lock import AgentRunning
     from device.keys import KeyFileError
     from device.sources import FileSource, SourceError, open_source
 
@@ -265,7 +266,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    summary = agent.run()
+    try:
+        summary = agent.run()
+    except AgentRunning as error:
+        raise CommandError(
+            error.message,
+            hint="two agents on one data directory would delete each other's clips; stop the "
+            "other one (sudo systemctl stop porchlight-device) or use another --data-dir",
+        ) from None
     assert summary.recovery is not None
     print(
         f"processed {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} fps); "
