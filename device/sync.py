@@ -17,8 +17,11 @@ to finish lives in ``<data>/clips/outbox/<ask_id>/`` (mode 0700):
 
 The chosen clips are pinned in the clip store (retention never deletes them) until uploaded. A
 re-run of the same consent continues where the last one stopped; when every clip is uploaded the
-outbox (and with it the per-ask key) is deleted. The outbox is a sub-directory, so the clip
-store's crash recovery, which looks only at top-level files, leaves it alone.
+outbox (and with it the per-ask key) is deleted. A consent stopped in any way before its
+``state.json`` was saved removes its outbox (and one that could not, after a power cut, is
+removed by the next `consent` or `decline` of that ask): nothing of it was sent. The outbox
+is a sub-directory, so the clip store's crash recovery, which looks only at top-level files,
+leaves it alone.
 """
 
 from __future__ import annotations
@@ -271,12 +274,19 @@ class DeviceSync:
         return [c for c in self.store.clips() if inside_window(c, start, end)]
 
     def decline(self, ask_id: str) -> dict[str, Any]:
-        if self._outbox(ask_id).exists():
-            raise SyncError(
-                f"ask {ask_id} already has a consent being uploaded",
-                hint=f"finish it with 'porchlight device consent {ask_id}'; "
-                "a consent can be revoked on the server until the first download",
-            )
+        # Under the consent lock: a consent still rewrapping for this ask has no state.json
+        # yet, and must not have its outbox removed (or be overtaken) by this decline.
+        with self._consent_lock("a 'porchlight device consent' is running on this device"):
+            if (self._outbox(ask_id) / STATE_FILE).exists():
+                raise SyncError(
+                    f"ask {ask_id} already has a consent being uploaded",
+                    hint=f"finish it with 'porchlight device consent {ask_id}'; "
+                    "a consent can be revoked on the server until the first download",
+                )
+            self._drop_stale_outbox(ask_id)
+            return self._decline(ask_id)
+
+    def _decline(self, ask_id: str) -> dict[str, Any]:
         try:
             answer: dict[str, Any] = self._call("POST", f"/api/device/asks/{ask_id}/decline")
         except ApiError as error:
@@ -296,6 +306,13 @@ class DeviceSync:
             return None
         state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return state
+
+    def _drop_stale_outbox(self, ask_id: str) -> None:
+        """Remove an outbox without state.json: a consent stopped before its choice was saved
+        (power cut, kill -9), so nothing of it was sent and nothing in it is needed."""
+        outbox = self._outbox(ask_id)
+        if outbox.is_dir() and not (outbox / STATE_FILE).exists():
+            shutil.rmtree(outbox, ignore_errors=True)
 
     def _discard(self, ask_id: str, clip_ids: Sequence[str]) -> None:
         for clip_id in clip_ids:
@@ -351,10 +368,10 @@ class DeviceSync:
             ) from None
         identities = unlock()
         outbox = self._outbox(ask.ask_id)
-        outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ask_key = new_ask_key()
-        clips: dict[str, Any] = {}
         try:
+            outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ask_key = new_ask_key()
+            clips: dict[str, Any] = {}
             for clip_id in clip_ids:
                 progress(f"rewrapping {clip_id} for {ask.request.get('agency', 'the agency')}")
                 sha256, size = self._rewrap(ask.ask_id, clip_id, identities, ask.agency_recipient)
@@ -368,25 +385,34 @@ class DeviceSync:
             receipt = make_receipt(
                 ask.ask_id, ask.request_id, list(clip_ids), ask_key, self.clock()
             )
-        except AgeError as error:
+            state = {
+                "ask_id": ask.ask_id,
+                "request_id": ask.request_id,
+                "agency_recipient": ask.agency_recipient,
+                "ask_key": _key_text(ask_key),
+                "consent": sign_receipt(receipt, self.key),
+                "consent_posted": False,
+                "clips": clips,
+            }
+            self._save(ask.ask_id, state)
+        except BaseException as error:
+            # Until state.json is saved nothing of this consent is kept or sent; whatever
+            # stopped it (Ctrl-C, a full card, a wrong key), leave no outbox to block the ask.
             shutil.rmtree(outbox, ignore_errors=True)
-            raise SyncError(
-                f"cannot open the clip with the homeowner identity: {error}",
-                hint="was the clip recorded for another homeowner key?",
-            ) from None
-        except ConsentError as error:
-            shutil.rmtree(outbox, ignore_errors=True)
-            raise SyncError(str(error)) from None
-        state = {
-            "ask_id": ask.ask_id,
-            "request_id": ask.request_id,
-            "agency_recipient": ask.agency_recipient,
-            "ask_key": _key_text(ask_key),
-            "consent": sign_receipt(receipt, self.key),
-            "consent_posted": False,
-            "clips": clips,
-        }
-        self._save(ask.ask_id, state)
+            if isinstance(error, AgeError):
+                raise SyncError(
+                    f"cannot open the clip with the homeowner identity: {error}",
+                    hint="was the clip recorded for another homeowner key?",
+                ) from None
+            if isinstance(error, ConsentError):
+                raise SyncError(str(error)) from None
+            if isinstance(error, OSError):
+                raise SyncError(
+                    f"cannot prepare the clips for sharing: {error}",
+                    hint="nothing was sent; if the card is full, free some space and run the "
+                    "command again",
+                ) from None
+            raise
         # Pinned only once the choice is made durable, so a crash never leaves a stray pin.
         for clip_id in clip_ids:
             self.store.set_pinned(clip_id, True)
@@ -482,21 +508,21 @@ class DeviceSync:
     ) -> UploadOutcome:
         """Consent to ``ask_id`` with ``clip_ids`` and upload them; or finish an earlier run."""
         with self._consent_lock():
+            self._drop_stale_outbox(ask_id)
             return self._consent(ask_id, clip_ids, unlock, progress, transfer)
 
     @contextmanager
-    def _consent_lock(self) -> Iterator[None]:
-        """One consent at a time per device: two runs would race on one ask's outbox."""
+    def _consent_lock(
+        self, busy: str = "another 'porchlight device consent' is running on this device"
+    ) -> Iterator[None]:
+        """One consent (or decline) at a time per device: they would race on an ask's outbox."""
         outbox = self.store.clips_dir / OUTBOX
         outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
         with (outbox / ".lock").open("a") as handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise SyncError(
-                    "another 'porchlight device consent' is running on this device",
-                    hint="wait for it to finish",
-                ) from None
+                raise SyncError(busy, hint="wait for it to finish") from None
             try:
                 yield
             finally:
@@ -538,6 +564,11 @@ class DeviceSync:
                 gone = "no longer open" if current is None else current.state
                 raise SyncError(f"ask {ask_id} is {gone}; nothing more is uploaded for it")
             progress(f"continuing the consent to ask {ask_id}")
+            # Pins are set just after the state is saved: a crash in between left none.
+            for clip_id, entry in state["clips"].items():
+                if not entry["uploaded"]:
+                    with contextlib.suppress(ClipStoreError):
+                        self.store.set_pinned(clip_id, True)
             self._restore_outbox(ask_id, state, unlock, progress)
         if not state["consent_posted"]:
             self._post_consent(ask_id, state)

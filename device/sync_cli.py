@@ -250,6 +250,12 @@ def cmd_consent(args: argparse.Namespace) -> int:
             raise CommandError(error.message, hint=error.hint) from None
         except ApiError as error:
             raise CommandError(f"the server refused: {error.message}") from None
+        except OSError as error:
+            raise CommandError(
+                f"the consent to ask {args.ask} stopped: {error}",
+                hint="if the card is full, free some space; running the same command again "
+                "continues where it stopped",
+            ) from None
     done = outcome.uploaded + outcome.already_stored
     print(f"shared {len(done)} clip(s) with ask {outcome.ask_id}: {', '.join(done)}")
     return 0

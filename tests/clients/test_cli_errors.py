@@ -164,6 +164,7 @@ def test_decline_refused_while_a_consent_is_uploading(
 ) -> None:
     outbox = device_dir / "clips" / "outbox" / "12"
     outbox.mkdir(parents=True)
+    (outbox / "state.json").write_text("{}")  # the saved choice of a consent under way
     code, _, err = run(
         ["device", "decline", "12", "--data-dir", str(device_dir), "--retries", "0"], capsys
     )
