@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 import stat
 import time
@@ -17,7 +16,7 @@ from app.devices.models import Device
 from app.permissions import Role
 from app.settings import Settings
 from device import sync_cli
-from porchlight.cli import CommandError
+from porchlight.cli import CommandError, build_parser
 from porchlight.client import PorchlightClient, raw_public_key, sign_device_call
 from tests.server.factories import Clock, Community
 from tests.server.live import live_server
@@ -160,11 +159,10 @@ def test_enroll_command_against_a_live_server(
         code = community.client.post(
             "/api/devices/enrolment-codes", headers=community.auth(resident)
         ).json()["code"]
-        parser = argparse.ArgumentParser()
-        sync_cli.register(parser.add_subparsers())
+        parser = build_parser(["device"])
         data_dir = tmp_path / "device"
         args = parser.parse_args(
-            ["enroll", "--server", url, "--code", code, "--data-dir", str(data_dir)]
+            ["device", "enroll", "--server", url, "--code", code, "--data-dir", str(data_dir)]
         )
         assert args.handler(args) == 0
         for name in (sync_cli.KEY_FILE, sync_cli.ENROLMENT_FILE):
@@ -176,7 +174,7 @@ def test_enroll_command_against_a_live_server(
             me = client.device_call(key, saved.enrolment, "GET", "/api/device/self")
         assert me["id"] == saved.device_id
         reused = parser.parse_args(
-            ["enroll", "--server", url, "--code", code, "--data-dir", str(data_dir)]
+            ["device", "enroll", "--server", url, "--code", code, "--data-dir", str(data_dir)]
         )
         with pytest.raises(CommandError, match="already been used"):
             reused.handler(reused)
