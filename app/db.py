@@ -27,6 +27,14 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# The largest row id: the tables' integer primary keys are 32-bit INTEGER columns on
+# PostgreSQL (SQLite's are 64-bit, and no community gets near either). Ids from outside are
+# checked against it before a query: PostgreSQL cannot compare a larger number with such a
+# column, nor SQLite bind one past 2**63 - 1.
+MAX_ROW_ID = 2**31 - 1
+# The largest log size or entry index: those columns are BIGINT (a signed 64-bit integer).
+MAX_LOG_INDEX = 2**63 - 1
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)

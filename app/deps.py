@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.accounts import service as accounts
 from app.accounts.models import User, WebSession
+from app.db import MAX_ROW_ID
 from app.errors import AppError, Conflict, NotAuthenticated, NotPermitted
 from app.permissions import PERMISSIONS, has_permission
 from app.settings import Settings
@@ -92,10 +93,8 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 HasherDep = Annotated[PasswordHasher, Depends(_hasher)]
 NowDep = Annotated[datetime, Depends(_now)]
 
-# The largest row id either database stores (a signed 64-bit integer).
-MAX_ROW_ID = 2**63 - 1
-# An integer id in a URL path: anything outside 1..MAX_ROW_ID names no row, and is refused with
-# a 422 before it reaches the database (where SQLite cannot even bind it).
+# An integer id in a URL path: anything outside 1..MAX_ROW_ID (app.db) names no row, and is
+# refused with a 422 before it reaches the database.
 RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 
 

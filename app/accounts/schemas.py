@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.deps import MAX_ROW_ID
+from app.db import MAX_ROW_ID
 from app.permissions import Role
 
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{2,63}$"

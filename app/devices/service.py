@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from app import tokens
 from app.accounts.models import User
 from app.audit import service as audit
+from app.db import MAX_ROW_ID
 from app.devices.location import coarsen
 from app.devices.models import Device, DeviceNonce, EnrolmentCode
 from app.errors import Conflict, InvalidInput, NotAuthenticated, NotFound
@@ -213,6 +214,17 @@ _TOUCH = (
 )
 
 
+def device_number(text: str) -> int | None:
+    """The device id a call's header names, or None where it can name no device (anything but
+    ASCII digits, or past the largest row id, which the database could not even compare)."""
+    # isdecimal() alone admits other scripts' digits, which int() may refuse or misread; ten
+    # digits bound the work before the comparison.
+    if not (text.isascii() and text.isdecimal() and len(text) <= 10):
+        return None
+    number = int(text)
+    return number if 1 <= number <= MAX_ROW_ID else None
+
+
 def check_call(
     session: Session,
     settings: Settings,
@@ -247,9 +259,10 @@ def check_call(
     signature_b64 = lowered.get(_SIGNATURE, "")
     if (
         scheme != "Device"
-        # isdecimal() alone admits other scripts' digits, which int() may refuse or misread.
-        or not (device_id.isascii() and device_id.isdecimal())
-        or not (stamp.isascii() and stamp.isdecimal())
+        or device_number(device_id) is None
+        # A Unix time in seconds: more than 12 digits is past the year 33658, which no clock
+        # within the allowed skew can send (and which datetime cannot hold).
+        or not (stamp.isascii() and stamp.isdecimal() and len(stamp) <= 12)
         or not _NONCE.match(nonce)
     ):
         raise NotAuthenticated(_REFUSED)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.accounts.models import User
 from app.audit import service as audit
-from app.deps import MAX_ROW_ID
+from app.db import MAX_LOG_INDEX
 from app.errors import Conflict, InvalidInput, NotFound, NotPermitted
 from app.log import tree
 from app.log.models import LogAuditor, LogCheckpoint, LogCosignature
@@ -106,10 +106,10 @@ def accept_cosignature(
     # Both checked before the key lookup and the signature (cheap, and neither value may
     # reach the database: sizes and timestamps are signed 64-bit columns there, and SQLite
     # cannot even bind a larger int).
-    if checkpoint.size > MAX_ROW_ID:
-        # tlog-checkpoint allows any uint64 size, but this log never grows past MAX_ROW_ID.
+    if checkpoint.size > MAX_LOG_INDEX:
+        # tlog-checkpoint allows any uint64 size, but this log never grows past MAX_LOG_INDEX.
         raise InvalidInput(
-            f"checkpoint size {checkpoint.size} is larger than {MAX_ROW_ID}: "
+            f"checkpoint size {checkpoint.size} is larger than {MAX_LOG_INDEX}: "
             "this server never published that checkpoint"
         )
     timestamp = CosignatureVerifier.timestamp(signature.signature)

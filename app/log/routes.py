@@ -40,7 +40,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.accounts import service as accounts
 from app.accounts.models import User
-from app.deps import MAX_ROW_ID, SESSION_COOKIE, NowDep, RowId, SessionDep, make_router, require
+from app.db import MAX_LOG_INDEX
+from app.deps import SESSION_COOKIE, NowDep, RowId, SessionDep, make_router, require
 from app.errors import AppError, InvalidInput, NotAuthenticated, NotFound, NotPermitted
 from app.log import auditors, checkpoints, reports, tree
 from app.log.keys import LogSigner
@@ -327,8 +328,8 @@ def _inclusion_json(engine: Engine, index: int, size: int | None) -> bytes:
 
 async def get_inclusion_proof(
     request: Request,
-    index: Annotated[int, Query(ge=0, le=MAX_ROW_ID)],
-    size: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
+    index: Annotated[int, Query(ge=0, le=MAX_LOG_INDEX)],
+    size: Annotated[int | None, Query(ge=1, le=MAX_LOG_INDEX)] = None,
 ) -> Response:
     """RFC 9162 2.1.3 inclusion proof of entry `index` in the tree of `size` entries."""
     body = await _on_reader(_inclusion_json, request.app.state.engine, index, size)
@@ -350,8 +351,8 @@ log_router.add_api_route(
 )
 def get_consistency_proof(
     session: SessionDep,
-    size1: Annotated[int, Query(alias="from", ge=1, le=MAX_ROW_ID)],
-    size2: Annotated[int | None, Query(alias="to", ge=1, le=MAX_ROW_ID)] = None,
+    size1: Annotated[int, Query(alias="from", ge=1, le=MAX_LOG_INDEX)],
+    size2: Annotated[int | None, Query(alias="to", ge=1, le=MAX_LOG_INDEX)] = None,
 ) -> ConsistencyProofOut:
     """RFC 9162 2.1.4 proof that the tree of `from` entries is a prefix of that of `to`."""
     to = _size_or_latest(session, size2)
@@ -411,7 +412,7 @@ def list_entries(
     _: Annotated[User, Depends(require("log:read"))],
     session: SessionDep,
     # Entry indexes are signed 64-bit in both databases (SQLite cannot bind a larger int).
-    start: Annotated[int, Query(ge=0, le=MAX_ROW_ID)] = 0,
+    start: Annotated[int, Query(ge=0, le=MAX_LOG_INDEX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     subject: Annotated[str | None, Query(max_length=100)] = None,
 ) -> LogPage:

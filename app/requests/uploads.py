@@ -73,8 +73,8 @@ def prepare(
     # signature over the body is checked once the body's hash is known.
     scheme, _, credential = _header(headers, "authorization").partition(" ")
     device_id = _header(headers, DEVICE_HEADER)
-    valid_id = device_id.isdigit() and len(device_id) <= 18  # fits a 64-bit key
-    device = session.get(Device, int(device_id)) if valid_id else None
+    number = devices.device_number(device_id)
+    device = session.get(Device, number) if number is not None else None
     if (
         scheme != "Device"
         or device is None

@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
+from app.db import MAX_ROW_ID
 from app.log import checkpoints
 from app.permissions import Role
+from porchlight.client import DEVICE_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from porchlight.tlog.checkpoint import Checkpoint, cosign, sign_checkpoint
 from porchlight.tlog.note import ALG_COSIGNATURE_V1, CosignatureSigner, generate_signer
 from porchlight.tlog.tiles import encode_index
@@ -28,6 +30,9 @@ from tests.server.log.helpers import fill
 
 # The first value past the signed 64-bit limit, the reviewer's 2**70, and the largest uint64.
 OVERSIZED = (2**63, 2**70, 2**64 - 1)
+# Row ids: also the first value past PostgreSQL's 32-bit INTEGER id columns, which SQLite
+# would bind but PostgreSQL cannot compare with them (a 500 when the bound was 2**63 - 1).
+ROW_IDS = (2**31, *OVERSIZED)
 UINT64 = (2**63, 2**64 - 1)
 
 
@@ -126,34 +131,37 @@ class Probe:
 
 PROBES = [
     # Integer ids in paths.
-    Probe("GET", "/api/requests/{}", Role.requester),
-    Probe("GET", "/api/requests/{}", Role.auditor),
-    Probe("POST", "/api/requests/{}/close", Role.requester),
-    Probe("GET", "/api/requests/{}/shared", Role.requester),
-    Probe("GET", "/api/requests/{}/shared/clip", Role.requester),
+    Probe("GET", "/api/requests/{}", Role.requester, ROW_IDS),
+    Probe("GET", "/api/requests/{}", Role.auditor, ROW_IDS),
+    Probe("POST", "/api/requests/{}/close", Role.requester, ROW_IDS),
+    Probe("GET", "/api/requests/{}/shared", Role.requester, ROW_IDS),
+    Probe("GET", "/api/requests/{}/shared/clip", Role.requester, ROW_IDS),
     Probe(
         "POST",
         "/api/requests/{}/review",
         Role.reviewer,
+        ROW_IDS,
         body=lambda _, __: {"decision": "approve", "reason": "a valid warrant"},
     ),
-    Probe("GET", "/api/agencies/{}", Role.admin),
-    Probe("DELETE", "/api/tokens/{}", Role.resident),
-    Probe("POST", "/api/people/{}/disable", Role.admin),
+    Probe("GET", "/api/agencies/{}", Role.admin, ROW_IDS),
+    Probe("DELETE", "/api/tokens/{}", Role.resident, ROW_IDS),
+    Probe("POST", "/api/people/{}/disable", Role.admin, ROW_IDS),
     Probe(
         "PUT",
         "/api/devices/{}/location",
         Role.resident,
+        ROW_IDS,
         body=lambda _, __: {"latitude": 51.5, "longitude": -0.12},
     ),
-    Probe("POST", "/api/devices/{}/revoke", Role.resident),
-    Probe("POST", "/api/admin/devices/{}/revoke", Role.admin),
-    Probe("POST", "/api/log/auditor-keys/{}/revoke", Role.auditor),
+    Probe("POST", "/api/devices/{}/revoke", Role.resident, ROW_IDS),
+    Probe("POST", "/api/admin/devices/{}/revoke", Role.admin, ROW_IDS),
+    Probe("POST", "/api/log/auditor-keys/{}/revoke", Role.auditor, ROW_IDS),
     # Integer ids in bodies.
     Probe(
         "POST",
         "/api/invites",
         Role.admin,
+        ROW_IDS,
         body=lambda _, value: {"role": "requester", "agency_id": value},
     ),
     # Log indexes and sizes in query strings.
@@ -242,3 +250,32 @@ def test_web_request_form_shows_the_date_range_beside_the_field(scene: Scene) ->
     assert response.status_code == 422, response.text
     assert response.text.count("must be in the years 2000 to 2100") == 2
     assert community.counts() == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/device/self"),
+        ("GET", "/api/device/asks"),
+        ("PUT", "/api/device/asks/a1b2c3/clips/c1d2e3"),
+    ],
+)
+def test_device_ids_past_the_largest_row_are_refused_as_unknown(
+    scene: Scene, method: str, path: str
+) -> None:
+    """A device call naming an id no row can have is refused like any unknown device (401),
+    before the database sees the number (a 500 on both databases before)."""
+    client = scene.community.client
+    for device_id in (str(MAX_ROW_ID + 1), str(2**63), str(2**70), "0"):
+        headers = {
+            "Authorization": "Device not-a-credential",
+            DEVICE_HEADER: device_id,
+            TIMESTAMP_HEADER: str(int(scene.community.now().timestamp())),
+            NONCE_HEADER: "0" * 32,
+            SIGNATURE_HEADER: "AAAA",
+        }
+        before = scene.community.counts()
+        response = client.request(method, path, headers=headers, content=b"")
+        assert response.status_code == 401, (device_id, response.text)
+        assert response.json()["message"], device_id
+        assert scene.community.counts() == before, device_id

@@ -174,9 +174,9 @@ def test_integer_ids_out_of_range_get_a_page_not_a_crash(
         if role not in browsers:
             browsers[role] = Browser(app, community, community.person(role))
         call = partial(_call, browsers[role], method, template, names)
-        # Beyond what SQLite can bind (2**70) or either database stores (2**63), and below 1:
-        # the error page, naming the id, before any query.
-        for value in (2**70, 2**63, 0, -1):
+        # Beyond what PostgreSQL's INTEGER id columns (2**31) or SQLite (2**63, 2**70) can
+        # take, and below 1: the error page, naming the id, before any query.
+        for value in (2**70, 2**63, 2**31, 0, -1):
             response = call(value)
             where = (method, template, value)
             assert response.status_code == 422, (where, response.status_code, response.text)
@@ -184,9 +184,7 @@ def test_integer_ids_out_of_range_get_a_page_not_a_crash(
             assert "Please check what you entered" in response.text, where
             assert names[0] in response.text, where
         # A well-formed id that names nothing: the not-found page (the form routes refuse
-        # their empty fields first). 2**31 - 1 is the largest id PostgreSQL's integer id
-        # columns hold: ids above it, up to RowId's bound (2**63 - 1), still fail in the
-        # query there.
+        # their empty fields first); 2**31 - 1 is the largest id (app.deps.MAX_ROW_ID).
         response = call(2**31 - 1)
         assert response.status_code in (404, 422), (method, template, response.text)
         assert response.headers["content-type"].startswith("text/html")
