@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from porchlight.cli import CommandError
 
@@ -308,16 +309,92 @@ def cmd_clips(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+@contextmanager
+def private_output(output: Path, *, replace: bool) -> Iterator[BinaryIO]:
+    """A new file, mode 0600, that appears at ``output`` only once complete and fsynced.
+
+    Where the filesystem can (O_TMPFILE: ext4, f2fs, btrfs, xfs, tmpfs) the bytes have no name
+    at all until then, so a kill -9 or a power cut mid-write leaves no plaintext file behind.
+    Elsewhere they go to ``<output>.partial``, created exclusively and deleted on any error.
+    Without ``replace`` an existing ``output`` is never overwritten, even one made meanwhile.
+    """
+    import errno
     import os
 
+    directory = output.parent
+    partial: Path | None = None
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+        partial = output.with_name(output.name + ".partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+            if partial is None:
+                # Naming an O_TMPFILE file: linkat through /proc with AT_SYMLINK_FOLLOW, which
+                # os.link uses only when given a dir fd (ignored for an absolute source).
+                named = output.with_name(f".{output.name}.{os.getpid()}.partial")
+                link_target = named if replace else output
+                dir_fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.link(f"/proc/self/fd/{handle.fileno()}", link_target, src_dir_fd=dir_fd)
+                finally:
+                    os.close(dir_fd)
+                if replace:
+                    try:
+                        os.replace(named, output)
+                    finally:
+                        named.unlink(missing_ok=True)
+            elif replace:
+                os.replace(partial, output)
+            else:
+                os.link(partial, output)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+
+
+def _check_output(output: Path, force: bool, kind: str) -> None:
+    """Refuse, before any work, an output that cannot or must not be written."""
+    if output.is_dir():
+        raise CommandError(f"{output} is a directory", hint=f"give -o a file name for the {kind}")
+    if output.exists() and not force:
+        raise CommandError(f"{output} exists", hint="choose another -o, or pass --force")
+    if not output.parent.is_dir():
+        raise CommandError(
+            f"cannot write {output}: the directory {output.parent} does not exist",
+            hint="create it first, or choose another -o",
+        )
+
+
+def _output_taken(error: FileExistsError) -> CommandError:
+    """The output, or a leftover partial of it, appeared or was there (see private_output)."""
+    taken = str(error.filename2 or error.filename)
+    if taken.endswith(".partial"):
+        return CommandError(
+            f"{taken} exists: an interrupted run left it, and it holds unencrypted images",
+            hint="delete it and run the command again",
+        )
+    return CommandError(f"{taken} exists", hint="choose another -o, or pass --force")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
     from device.clipstore import ClipStoreError
     from porchlight.age import AgeError, PassphraseRequiredError, read_identity_file
 
     data_dir, config = load_device_config(args)
     output: Path = args.output
-    if output.exists() and not args.force:
-        raise CommandError(f"{output} exists", hint="choose another -o, or pass --force")
+    _check_output(output, args.force, "video")
     identity_path: Path | None = args.identity
     if identity_path is None and config.keys.identity_file:
         identity_path = data_dir / config.keys.identity_file
@@ -340,31 +417,43 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CommandError(
                 f"cannot open the homeowner identity: {error}", hint="check the passphrase"
             ) from None
-        partial = output.with_name(output.name + ".partial")
         try:
-            with partial.open("wb") as out:
+            with private_output(output, replace=args.force) as out:
                 manifest = store.decrypt(args.clip, identities, out)
-            os.replace(partial, output)
-        finally:
-            partial.unlink(missing_ok=True)
+        except FileExistsError as error:
+            raise _output_taken(error) from None
+        except OSError as error:
+            raise CommandError(f"export to {output} failed: {error.strerror or error}") from None
     except ClipStoreError as error:
         raise CommandError(str(error)) from None
     finally:
         store.close()
     print(
-        f"wrote {output} ({manifest.start} to {manifest.end}); signature and hashes verified",
+        f"wrote {output} ({manifest.start} to {manifest.end}); signature and hashes verified; "
+        "it is NOT encrypted: delete it when done",
         file=sys.stderr,
     )
     return 0
 
 
+PREVIEW_FORMATS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg"}
+
+
 def cmd_mask_preview(args: argparse.Namespace) -> int:
+    output: Path = args.output
+    image_type = PREVIEW_FORMATS.get(output.suffix.lower())
+    if image_type is None:
+        raise CommandError(
+            f"{output} does not name a PNG or JPEG image", hint="end the name in .png or .jpg"
+        )
+    _check_output(output, args.force, "snapshot")
+    _, config = load_device_config(args)
+
     import cv2
 
     from device.masks import draw_preview
     from device.sources import FileSource, SourceError, open_source
 
-    _, config = load_device_config(args)
     try:
         if args.source:
             source: Any = FileSource(args.source, fast=True)
@@ -380,9 +469,20 @@ def cmd_mask_preview(args: argparse.Namespace) -> int:
     if frame is None:
         raise CommandError("the camera gave no frame")
     preview = draw_preview(frame.image, config.privacy_masks, config.motion.zones)
-    if not cv2.imwrite(str(args.output), preview):
-        raise CommandError(f"cannot write {args.output}", hint="use a .png or .jpg name")
-    print(f"wrote {args.output}", file=sys.stderr)
+    encoded, image = cv2.imencode(image_type, preview)
+    if not encoded:
+        raise CommandError(f"cannot encode the snapshot as {image_type}")
+    try:
+        with private_output(output, replace=args.force) as out:
+            out.write(image.tobytes())
+    except FileExistsError as error:
+        raise _output_taken(error) from None
+    except OSError as error:
+        raise CommandError(f"cannot write {output}: {error.strerror or error}") from None
+    print(
+        f"wrote {output} (mode 0600): it shows what the camera sees; delete it once checked",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -438,7 +538,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    group = subparsers.add_parser("device", help="the camera agent on the Raspberry Pi")
+    group = subparsers.add_parser(
+        "device",
+        help="the camera agent on the Raspberry Pi",
+        description="The camera agent: records motion clips, encrypted at capture to the "
+        "homeowner's age recipient (the Pi cannot open them), and answers footage requests "
+        "clip by clip. Start with 'init', check the view with 'mask-preview', then 'run' "
+        "(or the systemd service). Guide: deploy/pi-install.md.",
+    )
     commands = group.add_subparsers(dest="device_command", metavar="COMMAND")
     group.set_defaults(handler=lambda _args: group.print_help() or 2)
 
@@ -487,10 +594,24 @@ def register(subparsers: Any) -> None:
     clips.add_argument("--json", action="store_true", help="machine-readable output")
     clips.set_defaults(handler=cmd_clips)
 
-    export = commands.add_parser("export", help="verify and decrypt a clip to an MP4 file")
+    export = commands.add_parser(
+        "export",
+        help="verify and decrypt a clip to an MP4 file (unencrypted)",
+        description="Verify a clip's signed manifest and hashes, decrypt it with the homeowner "
+        "identity and write the MP4. The output is NOT encrypted: anyone who can read it sees "
+        "the video. It is created readable by you only (0600); prefer a machine you control "
+        "to the Pi's SD card, and delete it when done.",
+    )
     add_data_dir(export)
     export.add_argument("clip", help="clip id (see 'porchlight device clips')")
-    export.add_argument("-o", "--output", type=Path, required=True)
+    export.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="where to write the decrypted, unencrypted MP4 (mode 0600)",
+    )
     export.add_argument("--passphrase-file", type=Path, help="read the passphrase from this file")
     export.add_argument(
         "--identity", type=Path, help="homeowner identity file (default: the configured one)"
@@ -498,10 +619,25 @@ def register(subparsers: Any) -> None:
     export.add_argument("--force", action="store_true", help="overwrite the output file")
     export.set_defaults(handler=cmd_export)
 
-    preview = commands.add_parser("mask-preview", help="save a snapshot with masks and zones drawn")
+    preview = commands.add_parser(
+        "mask-preview",
+        help="save a snapshot with masks and zones drawn",
+        description="Take one frame from the camera, black out the privacy masks, draw the "
+        "masks and motion zones, and save it as an unencrypted PNG or JPEG (mode 0600). It "
+        "shows what the camera sees: write it to RAM (/dev/shm) rather than the SD card, copy "
+        "it off, and delete it.",
+    )
     add_data_dir(preview)
-    preview.add_argument("-o", "--output", type=Path, required=True)
+    preview.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="where to write the snapshot; the name must end in .png or .jpg",
+    )
     preview.add_argument("--source", help="take the frame from this video file")
+    preview.add_argument("--force", action="store_true", help="overwrite the output file")
     preview.set_defaults(handler=cmd_mask_preview)
 
     status = commands.add_parser("status", help="what the agent holds and how full the disk is")
