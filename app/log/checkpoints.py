@@ -48,7 +48,7 @@ PENDING_INFO_KEY = "log_publish_pending"
 LIFECYCLE_PREFIXES = ("request:", "ask:", "consent:", "clip:")
 # Reads of warrant details are logged but change no state: they wait for the periodic
 # checkpoint instead of each signing one (a device's first poll would otherwise sign one).
-READ_ACTIONS = frozenset({"request:read", "ask:deliver", "ask:list"})
+READ_ACTIONS = frozenset({"request:read", "request:export", "ask:deliver", "ask:list"})
 
 
 class InconsistentTree(RuntimeError):

@@ -453,6 +453,8 @@ class QuarterOut(BaseModel):
 
 class TransparencyOut(BaseModel):
     generated_at: datetime
+    # Says that the current quarter is missing on purpose (reports.PUBLICATION_NOTE).
+    note: str
     # Which log action each count counts, so anyone can recompute it from the log.
     actions: dict[str, str]
     quarters: list[QuarterOut]
@@ -463,6 +465,7 @@ def get_transparency(session: SessionDep, now: NowDep) -> TransparencyOut:
     """Quarterly counts of requests, reviews, asks, consents, shares, downloads and purges."""
     return TransparencyOut(
         generated_at=now,
+        note=reports.PUBLICATION_NOTE,
         actions=dict(reports.REPORT_ACTIONS),
         quarters=[QuarterOut(**q.__dict__) for q in reports.transparency_report(session, now)],
     )

@@ -107,10 +107,13 @@ def test_the_auditor_export_is_a_logged_read_of_the_warrants(
     auditor = community.person(Role.auditor)
     browser = Browser(app, community, auditor)
     before = community.counts()["log_entries"]
+    checkpoint = community.client.get("/log/checkpoint").text
 
     exported = browser.client.get("/audit/export/requests.csv", headers=HTML)
     assert exported.status_code == 200
     assert exported.text.count("TS-2026-0042") == 3  # the warrant fields are read
+    # A read, like request:read: it waits for the periodic checkpoint instead of signing one.
+    assert community.client.get("/log/checkpoint").text == checkpoint
 
     entries = _log_entries(community, auditor)
     assert len(entries) == before + 1  # committed with the read, one entry for it all

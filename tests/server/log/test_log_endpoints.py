@@ -298,6 +298,7 @@ def test_transparency_report_counts_lifecycle_actions_per_quarter(community: Com
     assert response.status_code == 200
     body = response.json()
     assert body["actions"]["consents"] == "ask:consent"
+    assert "current quarter is published when it ends" in body["note"]
     assert body["actions"]["purges"] == "clip:purge + clip:delete"
     quarters = {q["quarter"]: q["counts"] for q in body["quarters"]}
     # 2027-Q1 is under way: it is published when it ends (test_transparency_report.py).
