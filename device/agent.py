@@ -56,9 +56,20 @@ def open_store(config: DeviceConfig, data_dir: Path) -> ClipStore:
 
 
 def _write_status(data_dir: Path, status: dict[str, object]) -> None:
+    """Replace status.json atomically and durably: a power cut leaves the old or the new one."""
     tmp = data_dir / f".{STATUS_NAME}.tmp"
-    tmp.write_text(json.dumps(status, indent=1))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(status, indent=1).encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, data_dir / STATUS_NAME)
+    dir_fd = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class Agent:

@@ -490,6 +490,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
     from datetime import UTC, datetime
 
+    from device.agent_lock import running_agent
     from device.retention import filesystem_usage
 
     data_dir, config = load_device_config(args)
@@ -497,11 +498,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         clips = store.clips()
         total = store.total_size()
+        set_aside = store.quarantined()
     finally:
         store.close()
     usage = filesystem_usage(data_dir)
     status_path = data_dir / "status.json"
-    last: dict[str, Any] = json.loads(status_path.read_text()) if status_path.exists() else {}
+    last: dict[str, Any] = {}
+    damaged = False
+    if status_path.exists():
+        try:
+            loaded = json.loads(status_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            loaded = None
+        damaged = not isinstance(loaded, dict)
+        last = loaded if isinstance(loaded, dict) else {}
+    agent_pid = running_agent(data_dir)
     print(f"data directory   {data_dir}")
     print(f"camera source    {config.camera.source}")
     print(
@@ -530,9 +541,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{config.retention.min_free_fraction:.0%}; "
         f"clips kept {config.retention.max_age_days:g} days)"
     )
+    if set_aside:
+        print(
+            f"set aside        {len(set_aside)} clips that did not verify, still encrypted, "
+            f"in {set_aside[0].parent} ({sum(p.stat().st_size for p in set_aside) / 1e6:.1f} MB)"
+        )
+    if agent_pid is None:
+        print("agent            not running")
+    else:
+        print(f"agent            running{f' (pid {agent_pid})' if agent_pid else ''}")
     if last:
         print(f"last start       {last.get('started')} (pid {last.get('pid')})")
         print(f"last recovery    {last.get('recovery')}")
+    elif damaged:
+        print(f"last start       unknown ({status_path} cannot be read)")
     print(f"checked at       {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
     return 0
 
