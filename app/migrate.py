@@ -10,7 +10,19 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+
+def _migrations_dir() -> Path:
+    """Where the migration scripts are: inside the package when installed from a wheel
+    (pyproject.toml maps `migrations/` to `app/migrations`), else at the top of the source
+    tree (a checkout, or the editable install the Makefile makes)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "migrations"
+    if (installed / "env.py").is_file():
+        return installed
+    return package.parent / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 def alembic_config(database_url: str) -> Config:
