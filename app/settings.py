@@ -1,10 +1,13 @@
 """The server's one settings object: environment (PORCHLIGHT_*), then an optional config file.
 
-Unknown keys are rejected so a typo in a deployment never silently falls back to a default.
+Unknown keys are rejected so a typo in a deployment never silently falls back to a default:
+in the config file, and among PORCHLIGHT_* environment variables (a misspelt
+PORCHLIGHT_DATABASE_URL would otherwise start the server on an empty SQLite file).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -14,9 +17,54 @@ from typing import Any
 from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+ENV_PREFIX = "PORCHLIGHT_"
+
+# PORCHLIGHT_* variables that are not server settings but belong to another part of the project,
+# so they may be set in the same environment (a developer's shell, a test run).
+OTHER_VARIABLES = frozenset(
+    {
+        "PORCHLIGHT_CONFIG",  # names the server's config file (below)
+        "PORCHLIGHT_SERVER",  # the request and audit CLIs' server address
+        "PORCHLIGHT_TOKEN",  # the request and audit CLIs' API token
+        "PORCHLIGHT_DEVICE_DIR",  # the camera agent's data directory
+        "PORCHLIGHT_TEST_POSTGRES_URL",  # the test suite: also run server tests on PostgreSQL
+        "PORCHLIGHT_TESTDATA",  # the test suite: where its sample video lives
+        "PORCHLIGHT_TEST_OUTPUT",  # the test suite: where browser screenshots go
+        "PORCHLIGHT_CHROMIUM",  # the test suite: the browser for the web tests
+    }
+)
+
+
+class UnknownVariableError(ValueError):
+    """A PORCHLIGHT_* environment variable that nothing reads: almost always a typo."""
+
+
+class _StrictEnvSource(EnvSettingsSource):
+    """PORCHLIGHT_* environment variables, refusing any that is neither a setting nor known."""
+
+    def __call__(self) -> dict[str, Any]:
+        settings = sorted(name.upper() for name in self.settings_cls.model_fields)
+        for variable in sorted(os.environ):
+            # pydantic-settings matches names case-insensitively, so the check does too.
+            name = variable.upper()
+            if not name.startswith(ENV_PREFIX) or name in OTHER_VARIABLES:
+                continue
+            suffix = name.removeprefix(ENV_PREFIX)
+            if suffix in settings:
+                continue
+            # Compared without the shared prefix, which would make every name look close.
+            close = difflib.get_close_matches(suffix, settings, n=1)
+            suggestion = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+            raise UnknownVariableError(
+                f"unknown environment variable {variable}{suggestion} "
+                "(PORCHLIGHT_* variables must name a setting; see deploy/self-hosting.md)"
+            )
+        return super().__call__()
 
 
 class _ConfigFileSource(PydanticBaseSettingsSource):
@@ -39,7 +87,7 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
 class Settings(BaseSettings):
     """Everything a deployment can configure; validated once at start-up."""
 
-    model_config = SettingsConfigDict(env_prefix="PORCHLIGHT_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     data_dir: Path = Path("./data")
     # Empty means "a SQLite file inside data_dir".
@@ -88,4 +136,4 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
+        return (init_settings, _StrictEnvSource(settings_cls), _ConfigFileSource(settings_cls))
