@@ -33,7 +33,7 @@ from app.policy import routes as policy_routes
 from app.requests import device_routes as request_device_routes
 from app.requests import poll_fast
 from app.requests import routes as requests_routes
-from app.settings import Settings
+from app.settings import Settings, prepare_data_dir
 from app.web import pages as web_pages
 from app.web.error_pages import error_page, is_page_request
 from app.web.security import SecurityHeadersMiddleware
@@ -99,7 +99,8 @@ def create_app(
 ) -> FastAPI:
     """Build the app; the database must already be migrated (`porchlight server migrate`)."""
     settings = settings or Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Before the engine opens the SQLite file: it and the data directory are made private.
+    prepare_data_dir(settings)
     engine = make_engine(settings.database_url)
     # Made at the first start (0600 in the data dir); only its verifier key is ever shown.
     log_signer = log_keys.load_or_create(settings)

@@ -10,17 +10,19 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from sqlalchemy.engine import make_url
 
 ENV_PREFIX = "PORCHLIGHT_"
 
@@ -65,6 +67,14 @@ class _StrictEnvSource(EnvSettingsSource):
                 "(PORCHLIGHT_* variables must name a setting; see deploy/self-hosting.md)"
             )
         return super().__call__()
+
+
+class DataDirError(OSError):
+    """The data directory, or the clips folder in it, exists but is not a directory.
+
+    An OSError, not a ValueError, so that pydantic lets it through a validator as it is and the
+    CLI prints it as one line (app/cli.py reports OSError from settings that way).
+    """
 
 
 class _ConfigFileSource(PydanticBaseSettingsSource):
@@ -117,6 +127,23 @@ class Settings(BaseSettings):
     # index and tree nodes: every server process runs one this often.
     log_integrate_interval_seconds: float = Field(default=0.2, gt=0, le=86400)
 
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir_is_a_directory(cls, data_dir: Path) -> Path:
+        # Found at start-up, as one message, rather than as a traceback from a later mkdir.
+        if data_dir.exists() and not data_dir.is_dir():
+            raise DataDirError(
+                f"the data directory {data_dir} is not a directory; "
+                "point PORCHLIGHT_DATA_DIR at a directory (it is made if missing)"
+            )
+        clips = data_dir / "clips"
+        if clips.exists() and not clips.is_dir():
+            raise DataDirError(
+                f"{clips} is not a directory: the server keeps sealed clips there; "
+                "move that file out of the data directory"
+            )
+        return data_dir
+
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
         if not self.database_url:
@@ -137,3 +164,57 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, _StrictEnvSource(settings_cls), _ConfigFileSource(settings_cls))
+
+
+# What a data directory the server has used holds (app/log/keys.py names the key file).
+_SERVER_FILES = ("porchlight.sqlite3", "log-signer.key", "clips")
+# SQLite's companions of a database file; it creates them with the database file's own mode.
+_SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Make the data directory (0700) and a SQLite database in it (0600) private to the server.
+
+    They hold password hashes, warrants, who was asked and the log's signing key; under the
+    usual umask 022 they would be readable by every local user. The database file is made 0600
+    before SQLite opens it, and SQLite gives its -wal, -shm and -journal files the database's
+    mode; the clips under the directory are out of others' reach once it is 0700.
+
+    An existing directory (an install made under umask 022, or by `make run`) is tightened too,
+    but only if this user owns it and it is empty or already holds the server's files: a data
+    directory pointed at some shared place is left as it is rather than changed under its other
+    users. Existing database files this user owns are tightened the same way.
+    """
+    data_dir = settings.data_dir
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not any(data_dir.iterdir()) or any((data_dir / name).exists() for name in _SERVER_FILES):
+        _make_private(data_dir)
+    database = _sqlite_file(settings)
+    if database is None:
+        return
+    if database.parent.is_dir():
+        # O_CREAT without O_EXCL: an existing database is opened, not replaced; a new one is
+        # empty, which SQLite takes as an empty database.
+        os.close(os.open(database, os.O_RDONLY | os.O_CREAT, 0o600))
+    for suffix in _SQLITE_SUFFIXES:
+        companion = database.with_name(database.name + suffix)
+        if companion.exists():
+            _make_private(companion)
+
+
+def _sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite database's file, or None for PostgreSQL, an in-memory or a `file:` URI one."""
+    if not settings.is_sqlite:
+        return None
+    name = make_url(settings.database_url).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    return Path(name)
+
+
+def _make_private(path: Path) -> None:
+    """Drop group and other permissions from a file or directory this user owns."""
+    status = path.stat()
+    mode = stat.S_IMODE(status.st_mode)
+    if status.st_uid == os.geteuid() and mode & 0o077:
+        path.chmod(mode & 0o700)
