@@ -114,7 +114,9 @@ def _run(args: argparse.Namespace) -> int:
     # Made here, once, before the worker processes start; a bad key stops us with a message.
     try:
         load_or_create(settings)
-    except (LogKeyError, OSError) as error:
+    except LogKeyError as error:
+        raise CommandError(str(error), hint=error.hint) from None
+    except OSError as error:
         raise CommandError(str(error), hint="check PORCHLIGHT_DATA_DIR") from None
     engine = make_engine(settings.database_url)
     with make_sessionmaker(engine)() as session:
@@ -294,7 +296,9 @@ def _log_key(_: argparse.Namespace) -> int:
     settings = _settings()
     try:
         signer = load_or_create(settings)
-    except (LogKeyError, OSError) as error:
+    except LogKeyError as error:
+        raise CommandError(str(error), hint=error.hint) from None
+    except OSError as error:
         raise CommandError(str(error), hint="check PORCHLIGHT_DATA_DIR") from None
     print(signer.verifier_key)
     print(

@@ -4,6 +4,9 @@ Created once, at the first start (or `porchlight server log-key`), as `log-signe
 0600, holding the signer key string `PRIVATE+KEY+<origin>+<id>+<base64>`. The key's name is
 the checkpoint origin, so the origin is fixed when the key is made and never drifts with
 later settings changes. Several server processes serving one database must share this file.
+A key is only ever made for a database whose log has published no checkpoint, and a key that
+did not sign the latest published checkpoint is refused: a restore that forgot the file, or
+shared storage that is not mounted, stops the server instead of forking the log's signatures.
 The seed is never printed or logged; only the verifier key leaves this module.
 """
 
@@ -15,7 +18,13 @@ import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sqlalchemy import create_engine, inspect, make_url, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from app.log.models import LogCheckpoint
 from app.settings import Settings
+from porchlight.tlog.checkpoint import CheckpointError, open_checkpoint
 from porchlight.tlog.note import (
     Ed25519Signer,
     NoteError,
@@ -28,7 +37,21 @@ KEY_FILE = "log-signer.key"
 
 
 class LogKeyError(RuntimeError):
-    """The key file is unusable (unreadable, malformed, or readable by others)."""
+    """The key file is unusable (unreadable, malformed, readable by others, or not the key
+    that signed this log's published checkpoints)."""
+
+    def __init__(self, message: str, hint: str = "check PORCHLIGHT_DATA_DIR") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+# Either way out of a key that does not match the published log. A new key for the same
+# database would make every auditor's verification fail, so it is never made silently.
+_RESTORE_HINT = (
+    f"restore {KEY_FILE} (mode 0600) from the backup of the data directory, or mount the "
+    "storage that holds it; only to start a new, separate log, point PORCHLIGHT_DATABASE_URL "
+    "at a new, empty database"
+)
 
 
 class LogSigner:
@@ -67,14 +90,64 @@ def key_path(settings: Settings) -> Path:
 
 
 def load_or_create(settings: Settings) -> LogSigner:
-    """The log key from the data directory, made (atomically, 0600) if there is none yet."""
+    """The log key from the data directory, made (atomically, 0600) if there is none yet.
+
+    Checked against the database first: a key is made only for a log that has published no
+    checkpoint, and a key that did not sign the latest published checkpoint is refused.
+    """
     path = key_path(settings)
+    published = _latest_published_note(settings.database_url)
     if not path.exists():
+        if published is not None:
+            raise LogKeyError(
+                f"the log key {path} is missing, but this database's log already has "
+                "published checkpoints signed with it",
+                hint=_RESTORE_HINT,
+            )
         origin = default_origin(settings)
         if not is_valid_key_name(origin):
             raise LogKeyError(f"log origin {origin!r} is not a valid key name (no spaces or '+')")
         _create(path, generate_signer(origin))
-    return _load(path)
+    signer = _load(path)
+    if published is not None:
+        try:
+            open_checkpoint(published, signer.signer.verifier())
+        except CheckpointError:
+            raise LogKeyError(
+                f"the log key {path} ({signer.verifier_key}) did not sign this database's "
+                "latest published checkpoint",
+                hint=_RESTORE_HINT,
+            ) from None
+    return signer
+
+
+def _latest_published_note(database_url: str) -> str | None:
+    """The latest checkpoint note in the database; None when there is none or no schema yet."""
+    try:
+        url = make_url(database_url)
+        # A SQLite file not made yet holds no log (connecting would create it, or fail when
+        # its directory does not exist yet).
+        if (
+            url.get_backend_name() == "sqlite"
+            and url.database not in (None, "", ":memory:")
+            and not Path(str(url.database)).exists()
+        ):
+            return None
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                if not inspect(connection).has_table(LogCheckpoint.__tablename__):
+                    return None
+                return connection.scalars(
+                    select(LogCheckpoint.note).order_by(LogCheckpoint.size.desc()).limit(1)
+                ).first()
+        finally:
+            engine.dispose()
+    except (SQLAlchemyError, ImportError) as error:
+        raise LogKeyError(
+            f"cannot check the log key against the database: {getattr(error, 'orig', error)}",
+            hint="check PORCHLIGHT_DATABASE_URL",
+        ) from None
 
 
 def _create(path: Path, signer: Ed25519Signer) -> None:
