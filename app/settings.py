@@ -14,6 +14,7 @@ import stat
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -143,6 +144,21 @@ class Settings(BaseSettings):
                 "move that file out of the data directory"
             )
         return data_dir
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_absolute(cls, public_url: str) -> str:
+        # The log's origin (its key name) is derived from this URL's host and fixed for good
+        # once the key is made: a bare host name would be taken as a path and lose the host.
+        if not public_url:
+            return public_url
+        parts = urlsplit(public_url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(
+                f"the public URL needs an https:// (or http://) scheme and a host, "
+                f"e.g. https://{public_url.split('://')[-1].strip('/') or 'porchlight.example.org'}"
+            )
+        return public_url
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

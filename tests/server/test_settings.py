@@ -123,3 +123,22 @@ def test_the_cli_refuses_a_misspelt_variable_in_one_line(tmp_path: Path) -> None
     assert "did you mean PORCHLIGHT_DATABASE_URL?" in error
     assert "Traceback" not in migrate.stderr
     assert list(tmp_path.iterdir()) == []  # no fresh database was made
+
+
+@pytest.mark.parametrize(
+    "public_url", ["porchlight.example.org", "porchlight.example.org/x", "ftp://x.org", "https://"]
+)
+def test_a_public_url_needs_a_scheme_and_a_host(
+    monkeypatch: pytest.MonkeyPatch, public_url: str
+) -> None:
+    # The log's origin comes from the host and is fixed once the key is made: a bare host
+    # name used to be accepted and give the origin "porchlight.localhost/log".
+    monkeypatch.setenv("PORCHLIGHT_PUBLIC_URL", public_url)
+    with pytest.raises(ValidationError, match=r"public_url\n.*needs an https:// .*and a host"):
+        Settings()
+
+
+def test_a_public_url_with_a_scheme_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    for public_url in ("https://porchlight.example.org/", "http://10.0.0.5:8000", ""):
+        monkeypatch.setenv("PORCHLIGHT_PUBLIC_URL", public_url)
+        assert Settings().public_url == public_url
