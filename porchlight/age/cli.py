@@ -26,6 +26,7 @@ from porchlight.age.errors import (
     PassphraseRequiredError,
 )
 from porchlight.age.files import (
+    WholeWriter,
     atomic_output,
     decrypt_file,
     encrypt_file,
@@ -44,6 +45,7 @@ from porchlight.age.keys import (
     generate_identity,
     parse_recipient,
 )
+from porchlight.age.pipeline import write_all
 from porchlight.cli import CommandError
 
 _COPY_SIZE = 1024 * 1024
@@ -313,8 +315,17 @@ def _output(path: str | None, binary_to_terminal_ok: bool) -> Iterator[BinaryIO]
                 "refusing to write binary output to the terminal",
                 hint="use -o FILE, or -a for armored text",
             )
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
+        sys.stdout.flush()
+        # Straight to the descriptor, so a short write (a full disk, a file-size limit)
+        # raises instead of being dropped somewhere in the buffered stack.
+        with WholeWriter(sys.stdout.fileno(), "wb", closefd=False) as handle:
+            try:
+                yield handle
+            except OSError as error:
+                raise CommandError(
+                    f"cannot write to standard output: {error.strerror}",
+                    hint="what was already written is incomplete",
+                ) from None
         return
     try:
         with atomic_output(path) as handle:
@@ -327,9 +338,9 @@ def _is_file(path: str | None) -> bool:
     return path is not None and path != "-"
 
 
-def _copy(src: BinaryIO | io.RawIOBase, dst: BinaryIO | io.RawIOBase) -> None:
+def _copy(src: BinaryIO | io.RawIOBase, dst: BinaryIO) -> None:
     while block := src.read(_COPY_SIZE):
-        dst.write(block)
+        write_all(dst, block)
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -405,7 +416,9 @@ def _encrypt(args: argparse.Namespace) -> int:
             _output(args.output, args.armor) as dst,
             encryptor(dst, recipients, armor=args.armor) as writer,
         ):
-            _copy(src, writer)
+            # The writer buffers whole chunks; dst (WholeWriter) never writes short.
+            while block := src.read(_COPY_SIZE):
+                writer.write(block)
     except AgeError as error:
         raise _age_error(error) from None
     except OSError as error:

@@ -22,7 +22,7 @@ import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO, TypeAlias
+from typing import TYPE_CHECKING, BinaryIO, TypeAlias
 
 from porchlight.age.api import (
     build_header,
@@ -71,6 +71,9 @@ from porchlight.age.stream import (
     read_exact,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
 StrPath: TypeAlias = "str | os.PathLike[str]"
 
 _COPY_SIZE = 1024 * 1024
@@ -92,13 +95,32 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(target.parent))
 
 
+class WholeWriter(io.FileIO):
+    """An unbuffered file whose write() writes every byte or raises.
+
+    A plain write(2) may write only part of a block (a full disk, a file-size limit); the
+    age stream and armor writers ignore write()'s count, so they would drop the rest
+    silently and the command would exit 0 with a truncated output.
+    """
+
+    def write(self, data: ReadableBuffer) -> int:
+        view = memoryview(data).cast("B")
+        total = len(view)
+        while view:
+            written = super().write(view)
+            if written is None:
+                raise BlockingIOError(errno.EAGAIN, "the output would block")
+            view = view[written:]
+        return total
+
+
 @contextmanager
 def atomic_output(path: StrPath, *, durable: bool = False) -> Iterator[BinaryIO]:
     """A file that appears at path only if the block finishes without an exception."""
     target = Path(path)
     fd, temporary = _create_temporary(target)
     try:
-        with os.fdopen(fd, "wb", buffering=0) as handle:
+        with WholeWriter(fd, "wb") as handle:
             yield handle
             if durable:
                 os.fsync(handle.fileno())
@@ -292,6 +314,7 @@ def read_identity_file(
 
 
 __all__ = [
+    "WholeWriter",
     "atomic_output",
     "decrypt_file",
     "encrypt_file",

@@ -162,3 +162,48 @@ def test_rewrap_command(tmp_path: Path, keys: dict[str, Path | str]) -> None:
         )
     assert porchlight("decrypt", "-i", agency, shared).stdout == plain.read_bytes()
     porchlight("decrypt", "-i", keys["pq"], shared, ok=False)
+
+
+def _limited(limit: int) -> None:
+    """preexec_fn: a file-size limit, with SIGXFSZ ignored so write() fails with EFBIG."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.parametrize("to_stdout", [False, True])
+def test_a_full_output_fails_instead_of_truncating(
+    tmp_path: Path, keys: dict[str, Path | str], to_stdout: bool
+) -> None:
+    data = os.urandom(300_000)
+    sealed = porchlight("encrypt", "-r", keys["classic_recipient"], stdin=data).stdout
+    out = tmp_path / "out.bin"
+    if to_stdout:
+        with out.open("wb") as sink:
+            done = subprocess.run(
+                [*ENTRY, "decrypt", "-i", str(keys["classic"])],
+                input=sealed,
+                stdout=sink,
+                stderr=subprocess.PIPE,
+                preexec_fn=lambda: _limited(100 * 1024),
+                timeout=120,
+            )
+    else:
+        done = subprocess.run(
+            [*ENTRY, "decrypt", "-i", str(keys["classic"]), "-o", str(out)],
+            input=sealed,
+            capture_output=True,
+            preexec_fn=lambda: _limited(100 * 1024),
+            timeout=120,
+        )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.decode().splitlines()
+    assert lines[0].startswith("porchlight: error: cannot write"), lines
+    assert "File too large" in lines[0]
+    if to_stdout:
+        assert "incomplete" in done.stderr.decode()
+    else:
+        assert not out.exists()
+        assert list(tmp_path.glob("*.partial")) == []
