@@ -9,6 +9,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 
 def _migrations_dir() -> Path:
@@ -33,8 +35,57 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
+class MigrationError(RuntimeError):
+    """`upgrade` could not bring the schema up to date; the message says why."""
+
+
+class DatabaseUnreachable(MigrationError):
+    """No connection could be made: the URL, the server or the file is wrong."""
+
+
+class SchemaTooNew(MigrationError):
+    """The database is at a revision these migrations do not know: a newer release wrote it."""
+
+    def __init__(self, revisions: set[str], head: str) -> None:
+        super().__init__(
+            f"the database was written by a newer Porchlight (schema revision "
+            f"{', '.join(sorted(revisions))}; this version knows up to {head})"
+        )
+
+
+def _one_line(error: DBAPIError) -> str:
+    # Drivers' messages can span lines (psycopg adds an indented "Is the server running...").
+    return " ".join(str(error.orig).split())
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+    """Bring the schema to `revision`. Each migration commits on its own (on SQLite too, see
+    migrations/env.py), so an interrupted run leaves the schema at the last whole revision;
+    on PostgreSQL concurrent runs wait for each other (an advisory lock, migrations/env.py).
+
+    Raises DatabaseUnreachable when no connection can be made, SchemaTooNew for a database a
+    newer release wrote, and MigrationError for anything else that stops a migration.
+    """
+    config = alembic_config(database_url)
+    script = ScriptDirectory.from_config(config)
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        try:
+            connection = engine.connect()
+        except DBAPIError as error:
+            raise DatabaseUnreachable(_one_line(error)) from error
+        with connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+        unknown = current - {
+            script_revision.revision for script_revision in script.walk_revisions()
+        }
+        if unknown:
+            raise SchemaTooNew(unknown, str(script.get_current_head()))
+        command.upgrade(config, revision)
+    except DBAPIError as error:
+        raise MigrationError(_one_line(error)) from error
+    finally:
+        engine.dispose()
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:
