@@ -25,8 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     commands = server.add_subparsers(dest="server_command", metavar="SUBCOMMAND", required=True)
 
     run = commands.add_parser("run", help="migrate, then serve the API (uvicorn)")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8000)
+    run.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s: this machine only, for the TLS "
+        "reverse proxy in front of it)",
+    )
+    run.add_argument(
+        "--port", type=int, default=8000, help="TCP port to listen on (default: %(default)s)"
+    )
     run.add_argument(
         "--workers",
         type=int,
@@ -77,17 +84,69 @@ def _settings() -> Settings:
         ) from None
 
 
+_DATABASE_URL_HINT = (
+    "set PORCHLIGHT_DATABASE_URL to sqlite:////path/to/porchlight.sqlite3 or "
+    "postgresql+psycopg://user@host/database (or leave it unset for SQLite in the data directory)"
+)
+
+
+def _check_database_url(settings: Settings) -> None:
+    """One line for a URL that is not one, or names a database Porchlight does not run on."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError:
+        # Not echoed: a mistyped URL may still hold a password.
+        raise CommandError(
+            "PORCHLIGHT_DATABASE_URL is not a database URL", hint=_DATABASE_URL_HINT
+        ) from None
+    backend = url.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise CommandError(
+            f"PORCHLIGHT_DATABASE_URL names a {backend!r} database: Porchlight runs on SQLite "
+            "or PostgreSQL",
+            hint=_DATABASE_URL_HINT,
+        )
+    try:
+        url.get_dialect().import_dbapi()
+    except ImportError:
+        raise CommandError(
+            f"PORCHLIGHT_DATABASE_URL asks for the {url.drivername!r} driver, which is not "
+            "installed",
+            hint=_DATABASE_URL_HINT,
+        ) from None
+
+
 def _migrate_to_head(settings: Settings) -> None:
-    from sqlalchemy.exc import OperationalError
+    from app.migrate import DatabaseUnreachable, MigrationError, SchemaTooNew, upgrade
 
-    from app.migrate import upgrade
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(
+            f"cannot create the data directory {settings.data_dir}: {error.strerror or error}",
+            hint="point PORCHLIGHT_DATA_DIR at a directory the server's user can write",
+        ) from None
+    _check_database_url(settings)
     try:
         upgrade(settings.database_url)
-    except OperationalError as error:
+    except DatabaseUnreachable as error:
         raise CommandError(
-            f"cannot reach the database: {error.orig}", hint="check PORCHLIGHT_DATABASE_URL"
+            f"cannot reach the database: {error}", hint="check PORCHLIGHT_DATABASE_URL"
+        ) from None
+    except SchemaTooNew as error:
+        raise CommandError(
+            str(error),
+            hint="run the Porchlight release that wrote this database, or a newer one; to use "
+            "this version, restore a backup of the database made before the upgrade",
+        ) from None
+    except MigrationError as error:
+        raise CommandError(
+            f"migration failed: {error}",
+            hint="each migration commits whole, so the schema is at the last one that finished; "
+            "fix the cause and run `porchlight server migrate` again",
         ) from None
 
 
@@ -294,6 +353,7 @@ def _log_key(_: argparse.Namespace) -> int:
     from app.log.keys import LogKeyError, key_path, load_or_create
 
     settings = _settings()
+    _check_database_url(settings)
     try:
         signer = load_or_create(settings)
     except LogKeyError as error:

@@ -123,6 +123,7 @@ def load_or_create(settings: Settings) -> LogSigner:
 
 def _latest_published_note(database_url: str) -> str | None:
     """The latest checkpoint note in the database; None when there is none or no schema yet."""
+    doing = "cannot reach the database"
     try:
         url = make_url(database_url)
         # A SQLite file not made yet holds no log (connecting would create it, or fail when
@@ -136,6 +137,7 @@ def _latest_published_note(database_url: str) -> str | None:
         engine = create_engine(url, poolclass=NullPool)
         try:
             with engine.connect() as connection:
+                doing = "cannot read the log's checkpoints from the database"
                 if not inspect(connection).has_table(LogCheckpoint.__tablename__):
                     return None
                 return connection.scalars(
@@ -144,9 +146,9 @@ def _latest_published_note(database_url: str) -> str | None:
         finally:
             engine.dispose()
     except (SQLAlchemyError, ImportError) as error:
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())
         raise LogKeyError(
-            f"cannot check the log key against the database: {getattr(error, 'orig', error)}",
-            hint="check PORCHLIGHT_DATABASE_URL",
+            f"{doing} to check the log key: {reason}", hint="check PORCHLIGHT_DATABASE_URL"
         ) from None
 
 

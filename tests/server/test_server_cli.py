@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy import create_engine, text
 
+from app.migrate import upgrade
+from tests.server.databases import empty_database
 from tests.server.live import REPO, free_port
 
 PASSWORD = "amber-window-evening-31"
@@ -332,3 +336,93 @@ def test_a_second_server_on_a_taken_port_is_refused(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _server_with(tmp_path: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = _env(tmp_path / "data")
+    env["PORCHLIGHT_DATABASE_URL"] = database_url
+    return subprocess.run(
+        [*PORCHLIGHT, "server", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _one_error(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:
+    """The `porchlight: error:` line and its hint, checking that nothing else was printed."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    error, hint = result.stderr.strip().splitlines()
+    assert error.startswith("porchlight: error: ") and hint.startswith("porchlight: hint: ")
+    return error, hint
+
+
+def test_migrate_names_a_database_from_a_newer_release(backend: str, tmp_path: Path) -> None:
+    with empty_database(backend, tmp_path) as url:
+        upgrade(url)
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+        engine.dispose()
+        error, hint = _one_error(_server_with(tmp_path, url, "migrate"))
+        assert "written by a newer Porchlight (schema revision 0099" in error
+        assert "restore a backup" in hint
+
+
+@pytest.mark.sqlite_only
+def test_migrate_says_why_it_failed_on_a_database_it_reached(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'porchlight.sqlite3'}"
+    upgrade(url, "0003")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        # What an interrupted migration of an older, non-transactional release left.
+        connection.execute(text("CREATE TABLE log_pending (seq INTEGER)"))
+    engine.dispose()
+    error, _ = _one_error(_server_with(tmp_path, url, "migrate"))
+    assert error == "porchlight: error: migration failed: table log_pending already exists"
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize(
+    ("database_url", "said"),
+    [
+        ("postgresql+psycopg://porchlight@127.0.0.1:1/porchlight", "cannot reach the database"),
+        ("mysql://porchlight@localhost/porchlight", "names a 'mysql' database"),
+        ("notaurl", "PORCHLIGHT_DATABASE_URL is not a database URL"),
+        ("postgresql+asyncpg://porchlight@localhost/x", "'postgresql+asyncpg' driver"),
+    ],
+)
+def test_bad_database_urls_get_one_line(tmp_path: Path, database_url: str, said: str) -> None:
+    for command in ("migrate", "log-key"):
+        error, hint = _one_error(_server_with(tmp_path, database_url, command))
+        assert said in error
+        assert "PORCHLIGHT_DATABASE_URL" in hint
+
+
+@pytest.mark.sqlite_only
+def test_a_data_directory_that_cannot_be_made_gets_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a directory\n")
+    for data_dir in (blocker / "data", blocker):
+        env = _env(data_dir)
+        result = subprocess.run(
+            [*PORCHLIGHT, "server", "migrate"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert "PORCHLIGHT_DATA_DIR" in result.stderr
+        assert len(result.stderr.strip().splitlines()) <= 2
+
+
+@pytest.mark.sqlite_only
+def test_run_help_describes_host_and_port_with_their_defaults() -> None:
+    result = subprocess.run(
+        [*PORCHLIGHT, "server", "run", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    usage = " ".join(result.stdout.split())
+    assert "--host HOST address to listen on (default: 127.0.0.1" in usage
+    assert "--port PORT TCP port to listen on (default: 8000)" in usage
