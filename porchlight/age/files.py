@@ -116,8 +116,25 @@ class WholeWriter(io.FileIO):
 
 @contextmanager
 def atomic_output(path: StrPath, *, durable: bool = False) -> Iterator[BinaryIO]:
-    """A file that appears at path only if the block finishes without an exception."""
+    """A file that appears at path only if the block finishes without an exception.
+
+    Only a missing path or a regular file is replaced by renaming a temporary file; a
+    symlink is followed, so the file it points to is replaced and the link kept. Anything
+    else (a device such as /dev/null, a FIFO, /proc/self/fd/1) is opened and written
+    as age does: renaming over it would replace the device node itself.
+    """
     target = Path(path)
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        info = None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        flags = os.O_WRONLY | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        with WholeWriter(os.open(target, flags), "wb") as handle:
+            yield handle
+        return
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
     fd, temporary = _create_temporary(target)
     try:
         with WholeWriter(fd, "wb") as handle:
@@ -162,7 +179,9 @@ def encrypt_file(
         nonce = randbytes(NONCE_SIZE)
         head = build_header(recipients, file_key) + nonce
         size = _regular_size(src)
-        count = 1 if size is None else worker_count(size, workers)
+        # The workers write at offsets: only into a regular file, not a device or FIFO.
+        seekable = _regular_size(dst) is not None
+        count = 1 if size is None or not seekable else worker_count(size, workers)
         if size is not None and count > 1:
             layout = seal_layout(size, len(head))
             preallocate(dst.fileno(), layout.dst_end)
@@ -219,7 +238,10 @@ def decrypt_file(
             return
         with open(src_path, "rb", buffering=0) as src:
             size = _regular_size(src)
-            count = 1 if size is None else worker_count(size - payload_start, workers)
+            seekable = _regular_size(dst) is not None
+            count = (
+                1 if size is None or not seekable else worker_count(size - payload_start, workers)
+            )
             if size is not None and count > 1:
                 layout = open_layout(payload_start, size)
                 preallocate(dst.fileno(), layout.dst_end)

@@ -207,3 +207,32 @@ def test_a_full_output_fails_instead_of_truncating(
     else:
         assert not out.exists()
         assert list(tmp_path.glob("*.partial")) == []
+
+
+def test_output_writes_through_symlinks_devices_and_fifos(
+    tmp_path: Path, keys: dict[str, Path | str]
+) -> None:
+    data = os.urandom(CHUNK_SIZE + 7)
+    plain = tmp_path / "plain"
+    plain.write_bytes(data)
+    sealed = tmp_path / "sealed.age"
+    porchlight("encrypt", "-r", keys["classic_recipient"], "-o", sealed, plain)
+    real = tmp_path / "real.bin"
+    real.write_bytes(b"old")
+    link = tmp_path / "link"
+    link.symlink_to(real.name)
+    porchlight("decrypt", "-i", keys["classic"], "-o", link, sealed)
+    assert link.is_symlink() and real.read_bytes() == data
+    to_null = tmp_path / "null"
+    to_null.symlink_to("/dev/null")
+    porchlight("decrypt", "-i", keys["classic"], "-o", to_null, sealed)
+    assert to_null.is_symlink() and os.readlink(to_null) == "/dev/null"
+    assert Path("/dev/null").is_char_device()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    porchlight("decrypt", "-i", keys["classic"], "-o", fifo, sealed)
+    received, _ = reader.communicate(timeout=60)
+    assert received == data
+    assert fifo.is_fifo()
+    assert list(tmp_path.glob("*.partial")) == []
