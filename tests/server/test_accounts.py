@@ -335,7 +335,7 @@ def test_shared_client_creates_a_token_over_http(
     community: Community, database_url: str, tmp_path: Path
 ) -> None:
     person = community.person(Role.auditor)
-    with live_server(database_url, tmp_path / "server") as url:
+    with live_server(database_url, tmp_path / "data") as url:
         with PorchlightClient(url) as anonymous:
             token = anonymous.create_token(person.username, person.password, "laptop")
             with pytest.raises(ApiError) as refused:
@@ -357,8 +357,8 @@ def test_one_invite_races_to_one_account(
     code = _invite(community)
     before = community.counts()
     with (
-        live_server(database_url, tmp_path / "a") as first,
-        live_server(database_url, tmp_path / "b") as second,
+        live_server(database_url, tmp_path / "data") as first,
+        live_server(database_url, tmp_path / "data") as second,
     ):
 
         def accept(i: int) -> int:

@@ -28,8 +28,8 @@ def test_two_processes_append_one_gapless_log(
     assert setup_size is not None
     headers = community.auth(admin)
     with (
-        live_server(database_url, tmp_path / "a") as first,
-        live_server(database_url, tmp_path / "b") as second,
+        live_server(database_url, tmp_path / "data") as first,
+        live_server(database_url, tmp_path / "data") as second,
     ):
 
         def writer(server: str, writer_id: int) -> list[int]:

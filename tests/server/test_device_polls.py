@@ -222,8 +222,8 @@ def test_replay_is_refused_across_two_server_processes(
 ) -> None:
     device = community.enrol_device(community.person(Role.resident))
     with (
-        live_server(database_url, tmp_path / "a") as first,
-        live_server(database_url, tmp_path / "b") as second,
+        live_server(database_url, tmp_path / "data") as first,
+        live_server(database_url, tmp_path / "data") as second,
     ):
         # One after the other: the second process sees the first one's nonce.
         headers = community.device_headers(device, "GET", POLL, timestamp=int(time.time()))

@@ -155,7 +155,7 @@ def test_enroll_command_against_a_live_server(
     community: Community, database_url: str, tmp_path: Path
 ) -> None:
     resident = community.person(Role.resident)
-    with live_server(database_url, tmp_path / "server") as url:
+    with live_server(database_url, tmp_path / "data") as url:
         code = community.client.post(
             "/api/devices/enrolment-codes", headers=community.auth(resident)
         ).json()["code"]
