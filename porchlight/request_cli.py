@@ -31,6 +31,8 @@ from porchlight.age import (
     decryptor,
     read_identity_file,
 )
+from porchlight.age.files import atomic_output
+from porchlight.age.pipeline import write_all
 from porchlight.cli import CommandError
 from porchlight.client import ApiError, PorchlightClient, ProgressBar
 from porchlight.manifest import ClipManifest, ManifestError, verify_manifest
@@ -269,27 +271,28 @@ def _sha256_file(path: Path) -> str:
 def _decrypt(
     source: Path, target: Path, identities: Sequence[Identity], manifest: ClipManifest
 ) -> None:
-    partial = target.with_name(target.name + ".partial")
     digest = hashlib.sha256()
     try:
-        with source.open("rb") as src, partial.open("wb") as out:
+        # atomic_output: the footage is created 0600 under an unguessable temporary name
+        # and renamed into place only once it matches the manifest; any failure deletes it.
+        with source.open("rb") as src, atomic_output(target) as out:
             reader = decryptor(src, identities)
             while chunk := reader.read(1 << 20):
                 digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != manifest.plaintext_sha256:
-            raise CommandError(
-                f"{source.name}: the decrypted video does not match its signed manifest",
-                hint="the resident's camera signed a different video; report it to the community",
-            )
-        os.replace(partial, target)
+                write_all(out, chunk)
+            if digest.hexdigest() != manifest.plaintext_sha256:
+                raise CommandError(
+                    f"{source.name}: the decrypted video does not match its signed manifest",
+                    hint="the resident's camera signed a different video; "
+                    "report it to the community",
+                )
     except AgeError as error:
         raise CommandError(
             f"cannot decrypt {source.name}: {error}",
             hint="is this the identity of the agency that filed the request?",
         ) from None
-    finally:
-        partial.unlink(missing_ok=True)
+    except OSError as error:
+        raise CommandError(f"cannot write {target}: {error.strerror or error}") from None
 
 
 def _fetch(
