@@ -121,15 +121,18 @@ def _check_database_url(settings: Settings) -> None:
 
 def _migrate_to_head(settings: Settings) -> None:
     from app.migrate import DatabaseUnreachable, MigrationError, SchemaTooNew, upgrade
+    from app.settings import prepare_data_dir
 
+    _check_database_url(settings)
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # As the server does at start: the directory 0700 and a new SQLite file 0600 before
+        # the migration creates it (under umask 022 it would be readable by every user).
+        prepare_data_dir(settings)
     except OSError as error:
         raise CommandError(
             f"cannot create the data directory {settings.data_dir}: {error.strerror or error}",
             hint="point PORCHLIGHT_DATA_DIR at a directory the server's user can write",
         ) from None
-    _check_database_url(settings)
     try:
         upgrade(settings.database_url)
     except DatabaseUnreachable as error:

@@ -128,3 +128,25 @@ def test_a_file_in_place_of_a_directory_is_one_clear_error(tmp_path: Path) -> No
             assert error.startswith("porchlight: error: invalid server settings: ")
             assert "is not a directory" in error
     assert sorted(p.name for p in data.iterdir()) == ["clips"]  # nothing was made
+
+
+def test_server_migrate_makes_the_data_dir_and_database_private(tmp_path: Path) -> None:
+    """`porchlight server migrate` (or create-admin) before the first `run` creates the
+    database; under umask 022 it was 0644 until the server first started."""
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PORCHLIGHT_")}
+    result = subprocess.run(
+        [*PORCHLIGHT, "server", "migrate"],
+        cwd=REPO,
+        env={**env, "PORCHLIGHT_DATA_DIR": str(data)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.umask(0o022),
+    )
+    assert result.returncode == 0, result.stderr
+    assert _mode(data) == 0o700
+    databases = sorted(data.glob("porchlight.sqlite3*"))
+    assert databases, sorted(p.name for p in data.iterdir())
+    for database in databases:
+        assert _mode(database) == 0o600, database
