@@ -31,6 +31,7 @@ from porchlight.age import (
     decryptor,
     read_identity_file,
 )
+from porchlight.age.cli import interrupt_on_termination
 from porchlight.age.files import atomic_output
 from porchlight.age.pipeline import write_all
 from porchlight.cli import CommandError
@@ -302,6 +303,7 @@ def _fetch(
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    interrupt_on_termination()
     out_dir: Path = args.output
     identities = _read_identities(args.identity, args.passphrase_file) if args.identity else None
     server = _server(args)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any, BinaryIO
 
 from porchlight.age.api import decryptor, encryptor, rewrap
@@ -334,6 +336,22 @@ def _output(path: str | None, binary_to_terminal_ok: bool) -> Iterator[BinaryIO]
         raise CommandError(f"cannot write {path}: {error.strerror}") from None
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def interrupt_on_termination() -> None:
+    """Treat SIGTERM and SIGHUP like Ctrl-C.
+
+    Their default action ends the process at once, leaving a half-written `.partial`
+    file of plaintext behind; as KeyboardInterrupt they unwind through the same cleanup
+    as SIGINT, and the command exits 130. SIGKILL cannot be caught: after `kill -9` a
+    temporary file can remain (its name starts with a dot and ends in `.partial`).
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+
+
 def _is_file(path: str | None) -> bool:
     return path is not None and path != "-"
 
@@ -394,6 +412,7 @@ def _keygen_convert(args: argparse.Namespace) -> int:
 
 
 def _encrypt(args: argparse.Namespace) -> int:
+    interrupt_on_termination()
     recipients = _read_recipients(args)
     if args.passphrase or args.passphrase_file:
         if recipients:
@@ -427,6 +446,7 @@ def _encrypt(args: argparse.Namespace) -> int:
 
 
 def _decrypt(args: argparse.Namespace) -> int:
+    interrupt_on_termination()
     identities: list[Identity]
     if args.identity:
         identities = _read_identities(args)
@@ -450,6 +470,7 @@ def _decrypt(args: argparse.Namespace) -> int:
 
 
 def _rewrap(args: argparse.Namespace) -> int:
+    interrupt_on_termination()
     recipients = _read_recipients(args)
     if not recipients:
         raise CommandError("no new recipients", hint="use -r RECIPIENT or -R FILE")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -236,3 +238,39 @@ def test_output_writes_through_symlinks_devices_and_fifos(
     assert received == data
     assert fifo.is_fifo()
     assert list(tmp_path.glob("*.partial")) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("command", ["encrypt", "decrypt"])
+def test_termination_mid_stream_leaves_no_partial_file(
+    tmp_path: Path, keys: dict[str, Path | str], command: str, signum: int
+) -> None:
+    data = os.urandom(4 * CHUNK_SIZE)
+    if command == "encrypt":
+        args = ["encrypt", "-r", str(keys["classic_recipient"])]
+        feed = data
+    else:
+        args = ["decrypt", "-i", str(keys["classic"])]
+        feed = porchlight("encrypt", "-r", keys["classic_recipient"], stdin=data).stdout
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    process = subprocess.Popen(
+        [*ENTRY, *args, "-o", str(out_dir / "result")],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stderr is not None
+    # Feed the first part, wait until the temporary output exists, then stop it mid-stream.
+    process.stdin.write(feed[: 2 * CHUNK_SIZE])
+    process.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not list(out_dir.iterdir()):
+        assert time.monotonic() < deadline, "no temporary output appeared"
+        time.sleep(0.02)
+    time.sleep(0.2)
+    process.send_signal(signum)
+    assert process.wait(timeout=60) == 130
+    assert b"porchlight: interrupted" in process.stderr.read()
+    process.stdin.close()
+    process.stderr.close()
+    assert list(out_dir.iterdir()) == []
