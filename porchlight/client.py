@@ -33,6 +33,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from porchlight.age.pipeline import write_all
+
 SIGNING_CONTEXT = "porchlight-device-call-v1"
 DEVICE_HEADER = "X-Porchlight-Device"
 TIMESTAMP_HEADER = "X-Porchlight-Timestamp"
@@ -47,6 +49,10 @@ class ApiError(Exception):
         super().__init__(f"{status_code}: {message}")
         self.status_code = status_code
         self.message = message
+
+
+class ResponseError(ValueError):
+    """The server's answer was not what the API promises (e.g. a 200 that is not JSON)."""
 
 
 def device_signing_message(
@@ -141,7 +147,16 @@ class PorchlightClient:
     def _check(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             raise ApiError(response.status_code, _message(response))
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            # A proxy's or captive portal's HTML page, or the wrong URL altogether.
+            kind = response.headers.get("Content-Type", "unknown type")
+            raise ResponseError(
+                f"HTTP {response.status_code} with a body that is not JSON ({kind})"
+            ) from None
 
     def get(self, path: str, **params: Any) -> Any:
         return self._check(self.http.get(path, params=params or None))
@@ -217,7 +232,7 @@ class PorchlightClient:
             # As the network stream delivers them: re-cutting them into fixed sizes costs more
             # CPU than receiving (httpx joins and slices every piece).
             for chunk in response.iter_bytes():
-                dst.write(chunk)
+                write_all(dst, chunk)
                 digest.update(chunk)
                 written += len(chunk)
                 if progress is not None:

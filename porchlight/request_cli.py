@@ -35,7 +35,7 @@ from porchlight.age.cli import interrupt_on_termination
 from porchlight.age.files import atomic_output
 from porchlight.age.pipeline import write_all
 from porchlight.cli import CommandError
-from porchlight.client import ApiError, PorchlightClient, ProgressBar
+from porchlight.client import ApiError, PorchlightClient, ProgressBar, ResponseError
 from porchlight.manifest import ClipManifest, ManifestError, verify_manifest
 
 SERVER_ENV = "PORCHLIGHT_SERVER"
@@ -62,7 +62,10 @@ def _client(args: argparse.Namespace) -> PorchlightClient:
             hint=f"pass --token TOKEN or set {TOKEN_ENV} (create one in "
             "the web app under your account)",
         )
-    return make_client(server, token)
+    try:
+        return make_client(server, token)
+    except httpx.InvalidURL as error:
+        raise CommandError(f"server {server!r} is not a valid URL: {error}") from None
 
 
 def _api(server: str, call: Callable[[], T]) -> T:
@@ -83,6 +86,11 @@ def _api(server: str, call: Callable[[], T]) -> T:
             ) from None
         raise CommandError(
             f"the server refused ({error.status_code}): {error.message}", hint=hint
+        ) from None
+    except ResponseError as error:
+        raise CommandError(
+            f"the server at {server} sent an unexpected answer: {error}",
+            hint="check that the URL is the community's Porchlight server",
         ) from None
     except httpx.TransportError as error:
         raise CommandError(
@@ -230,7 +238,11 @@ def _read_identities(path: Path, passphrase_file: Path | None) -> Sequence[Ident
             return read_identity_file(path, None)
         except PassphraseRequiredError:
             if passphrase_file is not None:
-                passphrase = passphrase_file.read_text(encoding="utf-8").rstrip("\r\n")
+                try:
+                    text = passphrase_file.read_text(encoding="utf-8")
+                except UnicodeDecodeError:
+                    raise CommandError(f"{passphrase_file} is not UTF-8 text") from None
+                passphrase = text.rstrip("\r\n")
             elif sys.stdin.isatty():
                 passphrase = getpass.getpass("Agency identity passphrase: ")
             else:
@@ -312,7 +324,13 @@ def cmd_download(args: argparse.Namespace) -> int:
         if not shared:
             print(f"nothing has been shared with request {args.request}", file=sys.stderr)
             return 0
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CommandError(
+                f"cannot use {out_dir} as the output directory: {error.strerror}",
+                hint="-o names a directory (made if missing)",
+            ) from None
         failures: list[str] = []
         for item in shared:
             label = str(item.get("pseudonym") or "resident")
@@ -334,8 +352,13 @@ def cmd_download(args: argparse.Namespace) -> int:
                 bar = ProgressBar(f"{name}.age")
                 try:
                     path = f"/api/requests/{args.request}/shared/{item['shared_clip_id']}"
-                    with partial.open("wb") as handle:
-                        size, sha256 = _api(server, _fetch(client, path, handle, bar))
+                    try:
+                        with partial.open("wb") as handle:
+                            size, sha256 = _api(server, _fetch(client, path, handle, bar))
+                    except OSError as error:
+                        raise CommandError(
+                            f"cannot write {partial}: {error.strerror or error}"
+                        ) from None
                     bar.finish(size)
                     if size != manifest.ciphertext_size or sha256 != manifest.ciphertext_sha256:
                         failures.append(

@@ -12,6 +12,7 @@ import argparse
 import io
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -189,10 +190,15 @@ def register(subparsers: Any) -> None:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _age_error(error: AgeError) -> CommandError:
+def _age_error(error: AgeError, kept_nothing: bool = True) -> CommandError:
+    tampered = "the file was corrupted or tampered with; " + (
+        "no output was kept"
+        if kept_nothing
+        else "what was already written is incomplete and unauthenticated: discard it"
+    )
     hints: dict[type[AgeError], str] = {
         NoMatchError: "check that you gave the identity (or passphrase) the file was made for",
-        AuthenticationError: "the file was corrupted or tampered with; no output was kept",
+        AuthenticationError: tampered,
         MalformedError: "is this an age file? It may be damaged or truncated",
         PassphraseRequiredError: "give --passphrase-file F, or run on a terminal to be asked",
     }
@@ -206,6 +212,8 @@ def _passphrase(args: argparse.Namespace, prompt: str, confirm: bool = False) ->
                 value = handle.readline().rstrip("\r\n")
         except OSError as error:
             raise CommandError(f"cannot read the passphrase file: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise CommandError("the passphrase file is not UTF-8 text") from None
         if not value:
             raise CommandError("the passphrase file is empty")
         return value
@@ -352,6 +360,27 @@ def interrupt_on_termination() -> None:
     signal.signal(signal.SIGHUP, _interrupt)
 
 
+def _reader_went_away() -> int:
+    """Standard output's reader closed the pipe (`| head`): stop quietly, as age does."""
+    # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 1
+
+
+def _replaces(path: str | None) -> bool:
+    """Whether output to path is renamed into place (so nothing is kept on failure)."""
+    if not _is_file(path):
+        return False
+    try:
+        return stat.S_ISREG(os.stat(str(path)).st_mode)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
 def _is_file(path: str | None) -> bool:
     return path is not None and path != "-"
 
@@ -384,8 +413,11 @@ def _keygen(args: argparse.Namespace) -> int:
     else:
         if protect:
             raise CommandError("a protected identity must go to a file", hint="add -o FILE")
-        sys.stdout.write(identity_file_text(identity))
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(identity_file_text(identity))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _reader_went_away()
     print(f"Public key: {identity.recipient()}", file=sys.stderr)
     return 0
 
@@ -406,8 +438,12 @@ def _keygen_convert(args: argparse.Namespace) -> int:
         identities = [
             i for i in _read_identities(args) if isinstance(i, X25519Identity | HybridIdentity)
         ]
-    for identity in identities:
-        print(identity.recipient())
+    try:
+        for identity in identities:
+            print(identity.recipient())
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_went_away()
     return 0
 
 
@@ -452,6 +488,7 @@ def _decrypt(args: argparse.Namespace) -> int:
         identities = _read_identities(args)
     else:
         identities = [ScryptIdentity(_passphrase(args, "Passphrase: "))]
+    kept_nothing = _replaces(args.output)
     try:
         if _is_file(args.input) and _is_file(args.output):
             decrypt_file(
@@ -463,7 +500,7 @@ def _decrypt(args: argparse.Namespace) -> int:
             with _output(args.output, True) as dst:
                 _copy(reader, dst)
     except AgeError as error:
-        raise _age_error(error) from None
+        raise _age_error(error, kept_nothing) from None
     except OSError as error:
         raise CommandError(f"{error.filename or 'I/O'}: {error.strerror}") from None
     return 0

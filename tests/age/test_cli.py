@@ -274,3 +274,40 @@ def test_termination_mid_stream_leaves_no_partial_file(
     process.stdin.close()
     process.stderr.close()
     assert list(out_dir.iterdir()) == []
+
+
+def test_keygen_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    porchlight("keygen", "--x25519", "-o", key)
+    for args in (["keygen", "-y", str(key)], ["keygen"]):
+        process = subprocess.Popen([*ENTRY, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # like `| head -0`: the reader is gone before anything is written
+        err = process.stderr.read()
+        process.stderr.close()
+        assert process.wait(timeout=60) == 1
+        assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+def test_passphrase_file_that_is_not_utf8(tmp_path: Path) -> None:
+    bad = tmp_path / "pp"
+    bad.write_bytes(b"\xff\xfe\n")
+    done = porchlight("encrypt", "--passphrase-file", bad, stdin=b"x", ok=False)
+    assert done.stderr == b"porchlight: error: the passphrase file is not UTF-8 text\n"
+
+
+def test_tampered_file_to_stdout_says_the_output_is_incomplete(
+    tmp_path: Path, keys: dict[str, Path | str]
+) -> None:
+    sealed = bytearray(
+        porchlight(
+            "encrypt", "-r", keys["classic_recipient"], stdin=os.urandom(3 * CHUNK_SIZE)
+        ).stdout
+    )
+    sealed[-5] ^= 1  # the last chunk fails; the first ones were already written out
+    done = porchlight("decrypt", "-i", keys["classic"], stdin=bytes(sealed), ok=False)
+    assert b"no output was kept" not in done.stderr
+    assert b"incomplete and unauthenticated" in done.stderr
+    out = tmp_path / "out.bin"
+    done = porchlight("decrypt", "-i", keys["classic"], "-o", out, stdin=bytes(sealed), ok=False)
+    assert b"no output was kept" in done.stderr and not out.exists()
