@@ -360,6 +360,20 @@ def interrupt_on_termination() -> None:
     signal.signal(signal.SIGHUP, _interrupt)
 
 
+def _warn_if_others_can_read_stdout() -> None:
+    """`keygen > file`: the shell made the file with its umask, often world-readable."""
+    try:
+        info = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(info.st_mode) and info.st_mode & 0o004:
+        print(
+            "porchlight: warning: writing the secret key to a file others can read",
+            file=sys.stderr,
+        )
+        print("porchlight: hint: use -o FILE, which creates it with mode 0600", file=sys.stderr)
+
+
 def _reader_went_away() -> int:
     """Standard output's reader closed the pipe (`| head`): stop quietly, as age does."""
     # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
@@ -399,7 +413,9 @@ def _keygen(args: argparse.Namespace) -> int:
     identity = generate_identity(args.kind)
     protect = args.passphrase or bool(args.passphrase_file)
     if args.output:
-        if os.path.exists(args.output):
+        # Checked again, race-free, when the file is linked into place; this early check
+        # only saves typing a passphrase for nothing.
+        if os.path.lexists(args.output):
             raise CommandError(f"{args.output} already exists; not overwriting a key")
         passphrase = (
             _passphrase(args, "Passphrase for the new identity: ", confirm=True)
@@ -407,12 +423,15 @@ def _keygen(args: argparse.Namespace) -> int:
             else None
         )
         try:
-            write_identity_file(args.output, identity, passphrase)
+            write_identity_file(args.output, identity, passphrase, overwrite=False)
+        except FileExistsError:
+            raise CommandError(f"{args.output} already exists; not overwriting a key") from None
         except OSError as error:
             raise CommandError(f"cannot write {args.output}: {error.strerror}") from None
     else:
         if protect:
             raise CommandError("a protected identity must go to a file", hint="add -o FILE")
+        _warn_if_others_can_read_stdout()
         try:
             sys.stdout.write(identity_file_text(identity))
             sys.stdout.flush()

@@ -294,8 +294,14 @@ def write_identity_file(
     passphrase: bytes | str | None,
     *,
     work_factor: int | None = None,
+    overwrite: bool = True,
 ) -> None:
-    """Write an identity file (mode 0600), scrypt-encrypted and armored when given a passphrase."""
+    """Write an identity file (mode 0600), scrypt-encrypted and armored when given a passphrase.
+
+    overwrite=False raises FileExistsError if anything is at path, even a dangling symlink:
+    the finished file is hard-linked into place, which never replaces a name, so there is
+    no window between checking and creating for another key to be lost.
+    """
     text = identity_file_text(identity).encode("ascii")
     if passphrase is not None:
         buffer = io.BytesIO()
@@ -307,8 +313,20 @@ def write_identity_file(
         with encryptor(buffer, [recipient], armor=True) as writer:
             writer.write(text)
         text = buffer.getvalue()
-    with atomic_output(path, durable=True) as handle:
-        write_all(handle, text)
+    if overwrite:
+        with atomic_output(path, durable=True) as handle:
+            write_all(handle, text)
+        return
+    target = Path(path)
+    fd, temporary = _create_temporary(target)
+    try:
+        with WholeWriter(fd, "wb") as handle:
+            handle.write(text)
+            os.fsync(handle.fileno())
+        os.link(temporary, target)
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
 
 
 def is_encrypted_identity(data: bytes) -> bool:

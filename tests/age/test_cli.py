@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from porchlight.age import CHUNK_SIZE, parse_header
+from porchlight.age import CHUNK_SIZE, generate_identity, parse_header
 
 # `python -m porchlight.cli` would load porchlight.cli twice (as __main__ too), so its
 # CommandError would not be the one the age commands raise; run main() as the console
@@ -311,3 +311,37 @@ def test_tampered_file_to_stdout_says_the_output_is_incomplete(
     out = tmp_path / "out.bin"
     done = porchlight("decrypt", "-i", keys["classic"], "-o", out, stdin=bytes(sealed), ok=False)
     assert b"no output was kept" in done.stderr and not out.exists()
+
+
+def test_keygen_never_replaces_a_name_even_a_dangling_symlink(tmp_path: Path) -> None:
+    dangling = tmp_path / "key"
+    dangling.symlink_to("nowhere")
+    refused = porchlight("keygen", "-o", dangling, ok=False)
+    assert b"already exists" in refused.stderr
+    assert dangling.is_symlink() and not (tmp_path / "nowhere").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key"]
+
+
+def test_keygen_lost_race_keeps_the_existing_key(tmp_path: Path) -> None:
+    from porchlight.age.files import write_identity_file
+
+    key = tmp_path / "key"
+    key.write_text("the other key\n")
+    with pytest.raises(FileExistsError):
+        write_identity_file(key, generate_identity("x25519"), None, overwrite=False)
+    assert key.read_text() == "the other key\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key"]
+
+
+def test_keygen_warns_when_stdout_is_a_file_others_can_read(tmp_path: Path) -> None:
+    for mode, warned in ((0o644, True), (0o600, False)):
+        out = tmp_path / f"key{mode:o}"
+        out.touch(mode)
+        out.chmod(mode)
+        with out.open("wb") as sink:
+            done = subprocess.run([*ENTRY, "keygen"], stdout=sink, stderr=subprocess.PIPE)
+        assert done.returncode == 0
+        assert (b"warning: writing the secret key to a file others can read" in done.stderr) is (
+            warned
+        )
+        assert "AGE-SECRET-KEY-PQ-1" in out.read_text()
