@@ -385,7 +385,11 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def _connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", help=f"server URL (default: ${SERVER_ENV})")
-    parser.add_argument("--token", help=f"API token (default: ${TOKEN_ENV})")
+    parser.add_argument(
+        "--token",
+        help=f"API token; prefer setting ${TOKEN_ENV}, since other local users can read a "
+        "command line (ps, /proc) and it stays in shell history",
+    )
 
 
 def register(subparsers: Any) -> None:

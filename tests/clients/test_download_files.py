@@ -147,3 +147,11 @@ def test_a_passphrase_file_that_is_not_utf8_is_one_error_line(
     code, err = _run(capsys, "download", "3", "-i", str(key), "--passphrase-file", str(bad))
     assert code == 1
     assert err.startswith(f"porchlight: error: {bad} is not UTF-8 text")
+
+
+def test_token_help_recommends_the_environment_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["request", "status", "--help"])
+    assert "prefer setting $PORCHLIGHT_TOKEN" in " ".join(capsys.readouterr().out.split())
