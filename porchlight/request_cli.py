@@ -1,11 +1,12 @@
 """`porchlight request submit | status | close | download`: an agency's footage requests.
 
 Spec: docs/requests-api.md ("Requester"). The warrant document never leaves the officer's
-machine: only its SHA-256 is sent. Downloads stream each shared clip to ``<name>.age.partial``,
-check its size and SHA-256 against the clip's manifest (whose signature is checked first, with
-the per-ask key the server names) and only then rename it into place; with ``-i`` the clip is
-decrypted with the agency identity into ``<name>.mp4`` the same way and its plaintext SHA-256
-is checked against the manifest. A re-run skips clips already downloaded and verified.
+machine: only its SHA-256 is sent. Downloads stream each shared clip into a new 0600 file
+under an unguessable temporary name beside ``<name>.age``, check its size and SHA-256
+against the clip's manifest (whose signature is checked first, with the per-ask key the
+server names) and only then rename it into place; with ``-i`` the clip is decrypted with the
+agency identity into ``<name>.mp4`` the same way and its plaintext SHA-256 is checked against
+the manifest. A re-run skips clips already downloaded and verified.
 """
 
 from __future__ import annotations
@@ -348,27 +349,28 @@ def cmd_download(args: argparse.Namespace) -> int:
                         file=sys.stderr,
                     )
                     continue
-                partial = target.with_name(target.name + ".partial")
                 bar = ProgressBar(f"{name}.age")
+                path = f"/api/requests/{args.request}/shared/{item['shared_clip_id']}"
+                # Into a new 0600 file under an unguessable name (a fixed `.partial` name
+                # could be a link someone planted), renamed into place only if it matches.
                 try:
-                    path = f"/api/requests/{args.request}/shared/{item['shared_clip_id']}"
-                    try:
-                        with partial.open("wb") as handle:
-                            size, sha256 = _api(server, _fetch(client, path, handle, bar))
-                    except OSError as error:
-                        raise CommandError(
-                            f"cannot write {partial}: {error.strerror or error}"
-                        ) from None
-                    bar.finish(size)
-                    if size != manifest.ciphertext_size or sha256 != manifest.ciphertext_sha256:
-                        failures.append(
-                            f"{label}: {manifest.clip_id} does not match its signed manifest "
-                            "(size or SHA-256); discarded"
-                        )
-                        continue
-                    os.replace(partial, target)
-                finally:
-                    partial.unlink(missing_ok=True)
+                    with atomic_output(target) as handle:
+                        size, sha256 = _api(server, _fetch(client, path, handle, bar))
+                        bar.finish(size)
+                        if (size, sha256) != (
+                            manifest.ciphertext_size,
+                            manifest.ciphertext_sha256,
+                        ):
+                            raise _Mismatch
+                except _Mismatch:
+                    failures.append(
+                        f"{label}: {manifest.clip_id} does not match its signed manifest "
+                        "(size or SHA-256); discarded"
+                    )
+                    continue
+                except OSError as error:
+                    detail = error.strerror or error
+                    raise CommandError(f"cannot write {target}: {detail}") from None
             (out_dir / f"{name}.manifest.json").write_bytes(signed)
             line = f"{target}  {manifest.start} to {manifest.end}  signature and SHA-256 verified"
             if identities is not None:
@@ -381,6 +383,10 @@ def cmd_download(args: argparse.Namespace) -> int:
     if failures:
         raise CommandError(f"{len(failures)} shared clip(s) could not be verified or downloaded")
     return 0
+
+
+class _Mismatch(Exception):
+    """A downloaded clip's size or SHA-256 differs from its signed manifest."""
 
 
 def _connection(parser: argparse.ArgumentParser) -> None:

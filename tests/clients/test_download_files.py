@@ -155,3 +155,29 @@ def test_token_help_recommends_the_environment_variable(
     with pytest.raises(SystemExit):
         main(["request", "status", "--help"])
     assert "prefer setting $PORCHLIGHT_TOKEN" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_download_never_writes_through_a_planted_link(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ciphertext went to the fixed name `<clip>.age.partial`, opened with open("wb"):
+    a link planted there by another local user had the download written through it."""
+    item = shared_item(new_ask_key())
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/shared"):
+            return httpx.Response(200, json=[item])
+        return httpx.Response(200, content=os.urandom(1301))  # matches no manifest
+
+    _serving(monkeypatch, handler)
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not the downloader's to change")
+    name = "Resident-A-20261122T101500Z-abc123.age"
+    (out / f"{name}.partial").symlink_to(victim)
+    code, err = _run(capsys, "download", "3", "-o", str(out))
+    assert code == 1
+    assert "does not match its signed manifest" in err
+    assert victim.read_bytes() == b"not the downloader's to change"
+    assert sorted(p.name for p in out.iterdir()) == [f"{name}.partial"]  # only the link
