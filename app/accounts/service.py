@@ -201,6 +201,21 @@ def _recent_failures(
     )
 
 
+def _failed_here(session: Session, username: str, address: str, since: datetime) -> bool:
+    """Has a login to this account from this address failed since `since`?"""
+    found = session.scalar(
+        select(LoginAttempt.id)
+        .where(
+            LoginAttempt.username == username,
+            LoginAttempt.address == address,
+            LoginAttempt.succeeded.is_(False),
+            LoginAttempt.attempted_at > since,
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 @dataclass(frozen=True)
 class NewSession:
     user: User
@@ -224,10 +239,16 @@ def login(
     session.execute(delete(LoginAttempt).where(LoginAttempt.attempted_at <= since))
     user = session.scalar(select(User).where(User.username == username))
     subject = f"user:{user.id}" if user else "user:unknown"
+    # An account under attack (too many recent failures) is closed to every address that has
+    # itself failed on it in the window, not to all: otherwise anyone who knows a user name
+    # could keep that person locked out with a few wrong passwords. Guessing from fresh
+    # addresses still costs one address per guess, and the per-address limit still holds.
     throttled = (
         _recent_failures(session, LoginAttempt.username, username, since)
         >= settings.login_max_failures_per_account
-        or _recent_failures(session, LoginAttempt.address, address, since)
+        and _failed_here(session, username, address, since)
+    ) or (
+        _recent_failures(session, LoginAttempt.address, address, since)
         >= settings.login_max_failures_per_address
     )
     if throttled:

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.accounts import service as accounts
 from app.deps import SESSION_COOKIE
+from app.errors import LoginFailed, TooManyAttempts
 from app.permissions import Role
 from app.settings import Settings
 from porchlight.client import ApiError, PorchlightClient
@@ -234,6 +236,36 @@ def test_wrong_passwords_are_logged_then_throttled(
         "/api/session", json={"username": person.username, "password": person.password}
     )
     assert ok.status_code == 200
+
+
+def test_wrong_passwords_from_elsewhere_do_not_lock_a_person_out(
+    community: Community, settings: Settings
+) -> None:
+    """Anyone who knows a user name could send a few wrong passwords and keep its owner out
+    (429 for the right password from any address). Now the account's limit closes it only to
+    addresses that have failed on it."""
+    person = community.person(Role.reviewer)
+    hasher = community.app.state.password_hasher
+    now = community.now()
+
+    def attempt(password: str, address: str) -> Exception | None:
+        with community.session() as session:  # commits, as the route does for a failure
+            try:
+                accounts.login(session, hasher, settings, person.username, password, address, now)
+            except (LoginFailed, TooManyAttempts) as error:
+                return error
+        return None
+
+    attacker, owner, other = "198.51.100.7", "203.0.113.9", "192.0.2.44"
+    for _ in range(settings.login_max_failures_per_account):
+        assert isinstance(attempt("wrong-password!", attacker), LoginFailed)
+    # The attacker's address is closed, even to the right password.
+    assert isinstance(attempt(person.password, attacker), TooManyAttempts)
+    # The owner, from an address that has not failed, gets in (429 before).
+    assert attempt(person.password, owner) is None
+    # A guess from a fresh address is one guess: that address is closed after it.
+    assert isinstance(attempt("another-guess!", other), LoginFailed)
+    assert isinstance(attempt(person.password, other), TooManyAttempts)
 
 
 def test_throttled_per_address_across_accounts(
