@@ -8,6 +8,7 @@ Services never commit.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
@@ -143,7 +144,9 @@ async def _principal(
         ):
             form_value = (await request.form()).get(CSRF_FIELD)
             sent = form_value if isinstance(form_value, str) else None
-        if sent != principal.web_session.csrf_token:
+        expected = principal.web_session.csrf_token
+        # Compared in constant time, as check_form_csrf does: the token guards every change.
+        if sent is None or not hmac.compare_digest(sent.encode(), expected.encode()):
             raise NotPermitted("missing or wrong CSRF token")
     return principal
 
