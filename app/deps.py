@@ -99,6 +99,14 @@ NowDep = Annotated[datetime, Depends(_now)]
 RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 
 
+def secure_cookies(request: Request, settings: Settings) -> bool:
+    """Do cookies get the Secure flag? Always with PORCHLIGHT_TLS, and for any request that
+    came over HTTPS (directly, or through a proxy whose X-Forwarded-Proto uvicorn trusts): a
+    server whose operator forgot the setting still never lets a browser that reached it over
+    HTTPS send its session cookie over plain HTTP."""
+    return settings.tls or request.url.scheme == "https"
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 

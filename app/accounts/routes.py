@@ -20,6 +20,7 @@ from app.deps import (
     client_address,
     make_router,
     require,
+    secure_cookies,
 )
 from app.permissions import Role
 
@@ -56,7 +57,7 @@ def login(
         started.token,
         httponly=True,
         samesite="lax",
-        secure=settings.tls,
+        secure=secure_cookies(request, settings),
         max_age=settings.session_hours * 3600,
         path="/",
     )

@@ -17,6 +17,7 @@ from app.deps import (
     SessionDep,
     SettingsDep,
     client_address,
+    secure_cookies,
 )
 from app.errors import AppError
 from app.web.render import (
@@ -55,7 +56,7 @@ def home(request: Request, principal: VisitorDep) -> Response:
 
 def _login_form(
     request: Request,
-    settings_tls: bool,
+    secure: bool,
     *,
     username: str = "",
     next_path: str | None = None,
@@ -74,14 +75,14 @@ def _login_form(
         },
         status_code=status_code,
     )
-    set_form_csrf(response, token, settings_tls)
+    set_form_csrf(response, token, secure)
     return response
 
 
 @router.get("/login")
 def login_page(request: Request, settings: SettingsDep, next: str | None = None) -> Response:
     """The sign-in form."""
-    return _login_form(request, settings.tls, next_path=_safe_next(next))
+    return _login_form(request, secure_cookies(request, settings), next_path=_safe_next(next))
 
 
 @router.post("/login")
@@ -107,7 +108,7 @@ def login(
     if isinstance(outcome, AppError):
         return _login_form(
             request,
-            settings.tls,
+            secure_cookies(request, settings),
             username=username,
             next_path=_safe_next(next),
             errors={"password": outcome.message},
@@ -119,7 +120,7 @@ def login(
         outcome.token,
         httponly=True,
         samesite="lax",
-        secure=settings.tls,
+        secure=secure_cookies(request, settings),
         max_age=settings.session_hours * 3600,
         path="/",
     )
@@ -138,7 +139,7 @@ def logout(principal: PrincipalDep, session: SessionDep, now: NowDep) -> Respons
 
 def _invite_form(
     request: Request,
-    settings_tls: bool,
+    secure: bool,
     *,
     code: str = "",
     username: str = "",
@@ -152,14 +153,14 @@ def _invite_form(
         {"form_token": token, "code": code, "username": username, "errors": errors or {}},
         status_code=status_code,
     )
-    set_form_csrf(response, token, settings_tls)
+    set_form_csrf(response, token, secure)
     return response
 
 
 @router.get("/invite")
 def invite_page(request: Request, settings: SettingsDep, code: str = "") -> Response:
     """Accept an invite: choose a user name and password."""
-    return _invite_form(request, settings.tls, code=code)
+    return _invite_form(request, secure_cookies(request, settings), code=code)
 
 
 @router.post("/invite")
@@ -180,7 +181,7 @@ def accept_invite(
     if password != password_again:
         return _invite_form(
             request,
-            settings.tls,
+            secure_cookies(request, settings),
             code=code,
             username=username,
             errors={"password_again": "the two passwords differ"},
@@ -198,7 +199,7 @@ def accept_invite(
         }
         return _invite_form(
             request,
-            settings.tls,
+            secure_cookies(request, settings),
             code=code,
             username=username,
             errors=renamed,

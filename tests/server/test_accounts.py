@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.accounts import service as accounts
@@ -178,7 +179,7 @@ def test_login_sets_a_safe_cookie_and_csrf_guards_writes(
     cookie = response.headers["set-cookie"]
     assert f"{SESSION_COOKIE}=" in cookie and "HttpOnly" in cookie
     assert "SameSite=lax" in cookie or "samesite=lax" in cookie.lower()
-    assert "Secure" not in cookie  # settings.tls is off in tests
+    assert "Secure" not in cookie  # settings.tls is off in tests, and this came over http
     csrf = response.json()["csrf_token"]
     assert client.get("/api/me").json()["username"] == resident.username
     before = community.counts()
@@ -207,6 +208,23 @@ def test_secure_cookie_behind_tls(settings: Settings, clock: Clock) -> None:
         )
         assert "Secure" in response.headers["set-cookie"]
     app.state.engine.dispose()
+
+
+def test_a_login_over_https_gets_a_secure_cookie_without_the_tls_setting(
+    community: Community, app: FastAPI
+) -> None:
+    """PORCHLIGHT_TLS defaults to off (for `make run` on localhost); an operator who forgot it
+    behind an HTTPS proxy sent session cookies a browser would also send over plain HTTP."""
+    person = community.person(Role.resident)
+    with TestClient(app, base_url="https://porchlight.example") as secure_client:
+        response = secure_client.post(
+            "/api/session", json={"username": person.username, "password": person.password}
+        )
+        assert response.status_code == 200
+        assert "Secure" in response.headers["set-cookie"]
+        page = secure_client.get("/login", headers={"Accept": "text/html"})
+        assert page.status_code == 200
+        assert all("Secure" in c for c in page.headers.get_list("set-cookie"))
 
 
 def test_wrong_passwords_are_logged_then_throttled(
