@@ -16,6 +16,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from app.migrate import upgrade
+
 POSTGRES_ENV = "PORCHLIGHT_TEST_POSTGRES_URL"
 BACKENDS = ("sqlite", "postgresql")
 
@@ -52,3 +54,15 @@ def empty_database(backend: str, directory: Path) -> Iterator[str]:
         return
     with postgres_database() as url:
         yield url
+
+
+def half_migrated_sqlite(directory: Path) -> str:
+    """A SQLite database at revision 0003 that already holds 0004's `log_pending` table: what
+    an interrupted migration of an older, non-transactional release left behind."""
+    url = f"sqlite:///{directory / 'porchlight.sqlite3'}"
+    upgrade(url, "0003")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE log_pending (seq INTEGER)"))
+    engine.dispose()
+    return url

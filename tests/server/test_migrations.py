@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, inspect, select, text
 from app.audit.models import LogHead
 from app.migrate import MigrationError, SchemaTooNew, downgrade, is_current, upgrade
 from app.models import metadata
-from tests.server.databases import empty_database, postgres_database
+from tests.server.databases import empty_database, half_migrated_sqlite, postgres_database
 from tests.server.live import REPO
 
 
@@ -106,13 +106,7 @@ def test_an_interrupted_sqlite_migration_leaves_the_previous_revision(
 
 @pytest.mark.sqlite_only
 def test_a_failing_migration_says_why(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'porchlight.sqlite3'}"
-    upgrade(url, "0003")
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        # What a crash of an older, non-transactional release left behind.
-        connection.execute(text("CREATE TABLE log_pending (seq INTEGER)"))
-    engine.dispose()
+    url = half_migrated_sqlite(tmp_path)
     with pytest.raises(MigrationError, match="table log_pending already exists"):
         upgrade(url)
 

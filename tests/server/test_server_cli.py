@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from app.migrate import upgrade
-from tests.server.databases import empty_database
+from tests.server.databases import empty_database, half_migrated_sqlite
 from tests.server.live import REPO, free_port
 
 PASSWORD = "amber-window-evening-31"
@@ -374,13 +374,7 @@ def test_migrate_names_a_database_from_a_newer_release(backend: str, tmp_path: P
 
 @pytest.mark.sqlite_only
 def test_migrate_says_why_it_failed_on_a_database_it_reached(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'porchlight.sqlite3'}"
-    upgrade(url, "0003")
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        # What an interrupted migration of an older, non-transactional release left.
-        connection.execute(text("CREATE TABLE log_pending (seq INTEGER)"))
-    engine.dispose()
+    url = half_migrated_sqlite(tmp_path)
     error, _ = _one_error(_server_with(tmp_path, url, "migrate"))
     assert error == "porchlight: error: migration failed: table log_pending already exists"
 
