@@ -29,6 +29,7 @@ from device.motion import MotionDetector, MotionParams, motion_fraction
 from device.recorder import Recorder
 from device.retention import DiskUsageFn, enforce_retention, filesystem_usage
 from device.sources import FrameSource
+from porchlight.files import write_atomically
 
 log = logging.getLogger(__name__)
 STATUS_NAME = "status.json"
@@ -57,19 +58,7 @@ def open_store(config: DeviceConfig, data_dir: Path) -> ClipStore:
 
 def _write_status(data_dir: Path, status: dict[str, object]) -> None:
     """Replace status.json atomically and durably: a power cut leaves the old or the new one."""
-    tmp = data_dir / f".{STATUS_NAME}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, json.dumps(status, indent=1).encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, data_dir / STATUS_NAME)
-    dir_fd = os.open(data_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(data_dir / STATUS_NAME, json.dumps(status, indent=1).encode(), mode=0o600)
 
 
 class Agent:

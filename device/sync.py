@@ -58,6 +58,7 @@ from porchlight.consent import (
     shared_manifest,
     sign_receipt,
 )
+from porchlight.files import write_atomically
 
 ENROLMENT_FILE = "enrolment.json"
 OUTBOX = "outbox"
@@ -102,15 +103,7 @@ def load_enrolment(data_dir: Path) -> DeviceEnrolment | None:
 
 def write_private(path: Path, data: bytes) -> None:
     """Write a file readable only by this user, atomically (never half-written)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_atomically(path, data, mode=0o600)
 
 
 def parse_server_time(text: str) -> datetime:

@@ -53,8 +53,8 @@ from typing import Any, TextIO
 import httpx
 
 from porchlight.cli import CommandError
+from porchlight.files import write_atomically
 from porchlight.tlog.checkpoint import CheckpointError, cosign, verified_cosignatures
-from porchlight.tlog.files import write_atomically
 from porchlight.tlog.note import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from porchlight.tlog.files import sync_directory, write_atomically
+from porchlight.files import sync_directory, write_atomically
 from porchlight.tlog.merkle import HASH_SIZE, NodeReader, complete_levels, node_hash
 
 TILE_HEIGHT = 8

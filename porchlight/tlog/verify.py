@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from porchlight.files import write_atomically
 from porchlight.tlog.checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from porchlight.tlog.files import write_atomically
 from porchlight.tlog.merkle import HASH_SIZE, LevelBuilder, complete_levels, root_from_levels
 from porchlight.tlog.note import Ed25519Verifier, NoteError, parse_verifier_key
 from porchlight.tlog.tiles import (

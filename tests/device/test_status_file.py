@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -51,8 +53,13 @@ def test_status_file_is_replaced_durably(
     monkeypatch.setattr(os, "fsync", recording_fsync)
     _write_status(device_dir.path, {"pid": 1, "started": "then", "recovery": "none"})
     assert json.loads((device_dir.path / "status.json").read_text())["pid"] == 1
-    assert synced == [str(device_dir.path / ".status.json.tmp"), str(device_dir.path)]
-    assert not (device_dir.path / ".status.json.tmp").exists()
+    # The new bytes under a temporary name beside it (unique: .status.json.<random>.tmp),
+    # then the directory holding the rename; no temporary file is left.
+    temporary, directory = synced
+    assert re.fullmatch(r"\.status\.json\.[0-9a-f]+\.tmp", Path(temporary).name), temporary
+    assert Path(temporary).parent == device_dir.path
+    assert directory == str(device_dir.path)
+    assert [p.name for p in device_dir.path.glob(".status.json*")] == []
 
 
 def test_status_counts_clips_set_aside(

@@ -4,7 +4,8 @@ Writing `<name>.tmp` and renaming it is not enough: without an fsync the rename 
 the disk before the data, so a power cut leaves an empty file under the final name; without
 an fsync of the directory the rename itself may be lost; and a fixed temporary name lets two
 concurrent runs write into the same temporary file. `write_atomically` does all three
-properly, for the verifier's state file, written tiles and `porchlight audit export`.
+properly, for the log verifier's state file, written tiles, `porchlight audit export`, and
+the camera agent's small files (its status, a consent's state, the enrolment).
 """
 
 from __future__ import annotations
