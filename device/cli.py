@@ -675,6 +675,7 @@ def register(subparsers: Any) -> None:
     enroll.add_argument(
         "--name", default=None, help="how the server lists this camera (default: the host name)"
     )
+    _allow_http(enroll, saved=True)
     enroll.set_defaults(handler=_later("device.sync_cli", "cmd_enroll"))
 
     asks = commands.add_parser("asks", help="footage requests asked of this device, and its clips")
@@ -720,6 +721,18 @@ def _retries(text: str) -> int:
     return int(text)
 
 
+def _allow_http(parser: argparse.ArgumentParser, *, saved: bool = False) -> None:
+    # porchlight.client.ALLOW_HTTP_FLAG, spelt out: that module (httpx) loads only when a
+    # command that calls the server runs.
+    parser.add_argument(
+        "--allow-http",
+        action="store_true",
+        help="allow a plain http:// server that is not this machine (the device credential "
+        "then crosses the network unencrypted: only on a network you trust)"
+        + ("; kept in the enrolment for later commands" if saved else ""),
+    )
+
+
 def _sync_options(parser: argparse.ArgumentParser) -> None:
     add_data_dir(parser)
     parser.add_argument(
@@ -728,3 +741,4 @@ def _sync_options(parser: argparse.ArgumentParser) -> None:
         default=5,
         help="retries (with doubling waits from 0.5 s) while the server is unreachable",
     )
+    _allow_http(parser)

@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from device.clipstore import ClipRecord, ClipStore, ClipStoreError
 from device.keys import KeyFileError, load_device_key
 from porchlight.age import AgeError, Identity, parse_recipient, rewrap
-from porchlight.client import ApiError, Enrolment, PorchlightClient
+from porchlight.client import ApiError, Enrolment, PorchlightClient, ServerURLError
 from porchlight.consent import (
     MANIFEST_HEADER,
     ConsentError,
@@ -82,6 +82,9 @@ class DeviceEnrolment:
     server: str
     device_id: int
     credential: str
+    # The homeowner enrolled with --allow-http: plain http:// to a server that is not this
+    # machine is allowed (porchlight.client.validate_server_url). Saved as "allow_http": true.
+    allow_http: bool = False
 
     @property
     def enrolment(self) -> Enrolment:
@@ -94,8 +97,13 @@ def load_enrolment(data_dir: Path) -> DeviceEnrolment | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return DeviceEnrolment(str(data["server"]), int(data["device_id"]), str(data["credential"]))
-    except (ValueError, KeyError, TypeError):
+        allow_http = data.get("allow_http", False)
+        if not isinstance(allow_http, bool):
+            raise TypeError("allow_http is not true or false")
+        return DeviceEnrolment(
+            str(data["server"]), int(data["device_id"]), str(data["credential"]), allow_http
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise SyncError(
             f"{path} is damaged", hint="enrol the device again with a new code"
         ) from None
@@ -192,6 +200,7 @@ class DeviceSync:
         data_dir: Path,
         *,
         transport: httpx.BaseTransport | None = None,
+        allow_http: bool = False,
         retries: int = 6,
         backoff: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
@@ -208,9 +217,21 @@ class DeviceSync:
             self.key = load_device_key(data_dir)
         except KeyFileError as error:
             raise SyncError(str(error)) from None
+        try:
+            # Refuses plain HTTP to another host (the credential would be readable on the way)
+            # unless this command or the enrolment opted in.
+            client = PorchlightClient(
+                saved.server, transport=transport, allow_http=allow_http or saved.allow_http
+            )
+        except ServerURLError as error:
+            raise SyncError(
+                str(error),
+                hint=f"the server URL is the one enrolled ({ENROLMENT_FILE}): "
+                "enrol again with its https:// URL to change it",
+            ) from None
         self.data_dir = data_dir
         self.saved = saved
-        self.client = PorchlightClient(saved.server, transport=transport)
+        self.client = client
         self.retries = max(0, retries)
         self.backoff = backoff
         self.sleep = sleep

@@ -38,7 +38,13 @@ from device.sync import (
 )
 from porchlight.age import AgeError, Identity, PassphraseRequiredError, read_identity_file
 from porchlight.cli import CommandError
-from porchlight.client import ApiError, PorchlightClient, ProgressBar
+from porchlight.client import (
+    ApiError,
+    PorchlightClient,
+    ProgressBar,
+    ServerURLError,
+    validate_server_url,
+)
 
 __all__ = [
     "ENROLMENT_FILE",
@@ -83,15 +89,23 @@ def _load_or_create_key(data_dir: Path) -> tuple[Ed25519PrivateKey, bool]:
         raise CommandError(f"cannot create the device key in {data_dir}: {error}") from None
 
 
-def enroll(server: str, code: str, data_dir: Path, name: str) -> DeviceEnrolment:
+def enroll(
+    server: str, code: str, data_dir: Path, name: str, *, allow_http: bool = False
+) -> DeviceEnrolment:
     """Register the device key with the server using a one-time code; save the credential.
 
-    A key made for this enrolment is removed again if the enrolment fails, so a failed
-    attempt leaves the data directory as it was."""
+    A server URL the client refuses (plain HTTP to another host without `allow_http`) is
+    refused before anything is made or sent; `allow_http` is saved with the credential so the
+    later signed calls keep to it. A key made for this enrolment is removed again if the
+    enrolment fails, so a failed attempt leaves the data directory as it was."""
+    try:
+        validate_server_url(server, allow_http=allow_http)
+    except ServerURLError as error:
+        raise CommandError(str(error), hint="nothing was sent") from None
     key, created = _load_or_create_key(data_dir)
     try:
         try:
-            with PorchlightClient(server) as client:
+            with PorchlightClient(server, allow_http=allow_http) as client:
                 result = client.enroll_device(code, key, name)
         except ApiError as error:
             raise CommandError(
@@ -102,18 +116,15 @@ def enroll(server: str, code: str, data_dir: Path, name: str) -> DeviceEnrolment
             raise CommandError(f"cannot reach {server}: {error}") from None
         except Exception as error:  # httpx transport errors are not OSErrors
             raise CommandError(f"cannot reach {server}: {error}") from None
-        saved = DeviceEnrolment(server.rstrip("/"), result.device_id, result.credential)
-        write_private(
-            data_dir / ENROLMENT_FILE,
-            json.dumps(
-                {
-                    "server": saved.server,
-                    "device_id": saved.device_id,
-                    "credential": saved.credential,
-                },
-                indent=2,
-            ).encode("utf-8"),
-        )
+        saved = DeviceEnrolment(server.rstrip("/"), result.device_id, result.credential, allow_http)
+        document: dict[str, Any] = {
+            "server": saved.server,
+            "device_id": saved.device_id,
+            "credential": saved.credential,
+        }
+        if allow_http:
+            document["allow_http"] = True
+        write_private(data_dir / ENROLMENT_FILE, json.dumps(document, indent=2).encode("utf-8"))
     except BaseException:
         if created:
             (data_dir / DEVICE_KEY_NAME).unlink(missing_ok=True)
@@ -124,7 +135,7 @@ def enroll(server: str, code: str, data_dir: Path, name: str) -> DeviceEnrolment
 def cmd_enroll(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args)
     name = args.name or socket.gethostname()[:100] or "camera"
-    saved = enroll(args.server, args.code, data_dir, name)
+    saved = enroll(args.server, args.code, data_dir, name, allow_http=args.allow_http)
     print(
         f"enrolled as device {saved.device_id} with {saved.server}; "
         f"key and credential in {data_dir}"
@@ -136,6 +147,7 @@ def _sync(args: argparse.Namespace) -> DeviceSync:
     try:
         return DeviceSync(
             data_dir_of(args),
+            allow_http=args.allow_http,
             retries=args.retries,
             on_retry=lambda line: print(f"porchlight: {line}", file=sys.stderr),
         )

@@ -4,10 +4,11 @@ Subcommands:
 
     verify   (--server URL [--token TOKEN] | --dir DIR) --key VKEY [--origin ORIGIN]
              [--state FILE] [--checkpoint FILE] [--witness VKEY ...] [--all-tiles]
+             [--allow-http]
     cosign   --server URL --key VKEY [--origin ORIGIN] --signer-key FILE [--state FILE]
-             [--token TOKEN]
-    timeline REQUEST_ID --server URL [--token TOKEN]
-    export   --server URL --format jsonl|csv [-o FILE] [--token TOKEN]
+             [--token TOKEN] [--allow-http]
+    timeline REQUEST_ID --server URL [--token TOKEN] [--allow-http]
+    export   --server URL --format jsonl|csv [-o FILE] [--token TOKEN] [--allow-http]
     keygen   --name NAME -o FILE [--type witness|log]
 
 The HTTP contract these rely on (the server implements it; nothing else is assumed):
@@ -34,7 +35,10 @@ The HTTP contract these rely on (the server implements it; nothing else is assum
 The token comes from `--token` or the PORCHLIGHT_TOKEN environment variable; it is sent only to
 the given server (its /log reads and /api endpoints) and never printed. `verify --server` and
 `cosign` run without one until the server refuses the entry bundles, then stop with an error
-and a hint.
+and a hint. A token is never sent over plain http:// to a host other than this machine unless
+--allow-http is given (porchlight.client.validate_server_url); without a token nothing secret
+is sent (checkpoints, tiles and cosignatures are public, and everything read is checked against
+the keys), so `verify` and `cosign` then take any http(s) URL.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from typing import Any, TextIO
 import httpx
 
 from porchlight.cli import CommandError
+from porchlight.client import ALLOW_HTTP_FLAG, ServerURLError, validate_server_url
 from porchlight.files import write_atomically
 from porchlight.tlog.checkpoint import CheckpointError, cosign, verified_cosignatures
 from porchlight.tlog.note import (
@@ -105,6 +110,10 @@ Verify the whole log, trusting only the log's verifier key (--key):
 Failures name the first bad entry, tile or checkpoint, exit non-zero and leave the state
 file untouched. --witness additionally requires a valid cosignature by each given key."""
 _ORIGIN_HELP = "the log's origin (checkpoint first line) to expect (default: the key's name)"
+_ALLOW_HTTP_HELP = (
+    "send the token to a plain http:// server that is not this machine (it then crosses the "
+    "network unencrypted: only on a network you trust)"
+)
 _TIMEOUT = 30.0
 
 
@@ -145,6 +154,7 @@ def register(subparsers: Any) -> None:
         help="with --server, also fetch and compare every level-0 hash tile (always done "
         "with --dir); about twice the requests",
     )
+    verify.add_argument(ALLOW_HTTP_FLAG, action="store_true", help=_ALLOW_HTTP_HELP)
     verify.set_defaults(handler=_verify)
 
     cosign_cmd = commands.add_parser("cosign", help="verify, then cosign and submit")
@@ -156,12 +166,14 @@ def register(subparsers: Any) -> None:
     )
     cosign_cmd.add_argument("--state", type=Path, help="where the last verified checkpoint is kept")
     cosign_cmd.add_argument("--token", help="an auditor's API token (default: $PORCHLIGHT_TOKEN)")
+    cosign_cmd.add_argument(ALLOW_HTTP_FLAG, action="store_true", help=_ALLOW_HTTP_HELP)
     cosign_cmd.set_defaults(handler=_cosign)
 
     timeline = commands.add_parser("timeline", help="every log entry about one request")
     timeline.add_argument("request_id", metavar="REQUEST_ID")
     timeline.add_argument("--server", required=True, help="server base URL")
     timeline.add_argument("--token", help="API token (default: $PORCHLIGHT_TOKEN)")
+    timeline.add_argument(ALLOW_HTTP_FLAG, action="store_true", help=_ALLOW_HTTP_HELP)
     timeline.set_defaults(handler=_timeline)
 
     export = commands.add_parser("export", help="export every log entry")
@@ -169,6 +181,7 @@ def register(subparsers: Any) -> None:
     export.add_argument("--format", required=True, choices=("jsonl", "csv"))
     export.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
     export.add_argument("--token", help="API token (default: $PORCHLIGHT_TOKEN)")
+    export.add_argument(ALLOW_HTTP_FLAG, action="store_true", help=_ALLOW_HTTP_HELP)
     export.set_defaults(handler=_export)
 
     keygen = commands.add_parser("keygen", help="generate a witness (or log) signing key")
@@ -287,6 +300,15 @@ def _optional_token(args: argparse.Namespace) -> str | None:
     return token
 
 
+def _check_server(args: argparse.Namespace, token: str | None) -> None:
+    """Refuse to send a token in clear text: see validate_server_url. Without one, nothing
+    secret is sent and every byte read is checked against keys, so plain HTTP is harmless."""
+    try:
+        validate_server_url(args.server, allow_http=args.allow_http or not token)
+    except ServerURLError as error:
+        raise CommandError(str(error)) from None
+
+
 def _http_source(server: str, token: str | None) -> HttpSource:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
@@ -300,7 +322,9 @@ def _source(args: argparse.Namespace) -> TileSource:
         if not args.dir.is_dir():
             raise CommandError(f"{args.dir} is not a directory")
         return DirectorySource(args.dir)
-    return _http_source(args.server, _optional_token(args))
+    token = _optional_token(args)
+    _check_server(args, token)
+    return _http_source(args.server, token)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -352,7 +376,9 @@ def _cosign(args: argparse.Namespace) -> int:
         )
     server = args.server.rstrip("/")
     state_path = args.state or _default_state_path(args.key)
-    source = _http_source(server, _optional_token(args))
+    token = _optional_token(args)
+    _check_server(args, token)
+    source = _http_source(server, token)
     try:
         result = _run_verify(source, args.key, state_path, None, origin=args.origin)
     finally:
@@ -436,6 +462,7 @@ def _scalar(value: Any) -> str:
 
 def _timeline(args: argparse.Namespace) -> int:
     token = _token(args)
+    _check_server(args, token)
     with httpx.Client(timeout=_TIMEOUT) as client:
         entries = _get_entries(
             client, args.server, token, {"subject": f"request:{args.request_id}"}
@@ -469,6 +496,7 @@ _CSV_FIELDS = ("index", "time", "actor", "action", "subject", "details")
 
 def _export(args: argparse.Namespace) -> int:
     token = _token(args)
+    _check_server(args, token)
     target = args.output
     buffer = io.StringIO()
     out: TextIO = buffer if target is not None else sys.stdout

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TextIO
+from urllib.parse import urlsplit
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -53,6 +55,52 @@ class ApiError(Exception):
 
 class ResponseError(ValueError):
     """The server's answer was not what the API promises (e.g. a 200 that is not JSON)."""
+
+
+# The one opt-in name every command taking a server URL uses (request, audit, device).
+ALLOW_HTTP_FLAG = "--allow-http"
+
+
+class ServerURLError(ValueError):
+    """A server URL the client will not use; the message is one line saying why and what to do."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` is this machine by name or address: localhost, 127.0.0.0/8 or ::1."""
+    host = host.rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_server_url(url: str, *, allow_http: bool = False) -> str:
+    """Check a server URL before anything is sent to it; returns it unchanged.
+
+    Every call carries a secret (an API token, a password, a device credential), so plain
+    http:// is refused unless the host is this machine (nothing crosses a network) or the
+    caller opted in with `allow_http` (the ALLOW_HTTP_FLAG of the command line) for a
+    network it trusts.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as error:
+        raise ServerURLError(f"server {url!r} is not a valid URL: {error}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ServerURLError(f"server {url!r} is not an http(s) URL")
+    if not host:
+        raise ServerURLError(f"server {url!r} names no host")
+    if scheme == "http" and not allow_http and not is_loopback_host(host):
+        raise ServerURLError(
+            f"refusing plain http:// to {host}, which is not this machine: the token or "
+            "credential would cross the network unencrypted; use https://, or pass "
+            f"{ALLOW_HTTP_FLAG} if you trust the network to it"
+        )
+    return url
 
 
 def device_signing_message(
@@ -120,7 +168,11 @@ def _message(response: httpx.Response) -> str:
 
 
 class PorchlightClient:
-    """A thin client: JSON in, JSON out, ApiError for any refusal."""
+    """A thin client: JSON in, JSON out, ApiError for any refusal.
+
+    `base_url` must pass `validate_server_url` (ServerURLError otherwise), unless a custom
+    `transport` is given: that one (an in-process app in tests) crosses no network.
+    """
 
     def __init__(
         self,
@@ -129,7 +181,10 @@ class PorchlightClient:
         token: str | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        allow_http: bool = False,
     ) -> None:
+        if transport is None:
+            validate_server_url(base_url, allow_http=allow_http)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(
             base_url=base_url.rstrip("/"), headers=headers, transport=transport, timeout=timeout

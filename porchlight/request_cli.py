@@ -36,7 +36,15 @@ from porchlight.age.cli import interrupt_on_termination
 from porchlight.age.files import atomic_output
 from porchlight.age.pipeline import write_all
 from porchlight.cli import CommandError
-from porchlight.client import ApiError, PorchlightClient, ProgressBar, ResponseError
+from porchlight.client import (
+    ALLOW_HTTP_FLAG,
+    ApiError,
+    PorchlightClient,
+    ProgressBar,
+    ResponseError,
+    ServerURLError,
+    validate_server_url,
+)
 from porchlight.manifest import ClipManifest, ManifestError, verify_manifest
 
 SERVER_ENV = "PORCHLIGHT_SERVER"
@@ -45,17 +53,19 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 T = TypeVar("T")
 
 
-def make_client(server: str, token: str) -> PorchlightClient:
+def make_client(server: str, token: str, *, allow_http: bool = False) -> PorchlightClient:
     """The HTTP client for one command (a seam for tests that record what the server says)."""
-    return PorchlightClient(server, token=token)
+    return PorchlightClient(server, token=token, allow_http=allow_http)
 
 
 def _client(args: argparse.Namespace) -> PorchlightClient:
     server = args.server or os.environ.get(SERVER_ENV)
     if not server:
         raise CommandError("no server given", hint=f"pass --server URL or set {SERVER_ENV}")
-    if not server.startswith(("http://", "https://")):
-        raise CommandError(f"server {server!r} is not an http(s) URL")
+    try:
+        validate_server_url(server, allow_http=args.allow_http)
+    except ServerURLError as error:
+        raise CommandError(str(error)) from None
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:
         raise CommandError(
@@ -64,6 +74,9 @@ def _client(args: argparse.Namespace) -> PorchlightClient:
             "the web app under your account)",
         )
     try:
+        if args.allow_http:
+            return make_client(server, token, allow_http=True)
+        # Without the opt-in the two-argument call, which a recording test seam also fits.
         return make_client(server, token)
     except httpx.InvalidURL as error:
         raise CommandError(f"server {server!r} is not a valid URL: {error}") from None
@@ -395,6 +408,12 @@ def _connection(parser: argparse.ArgumentParser) -> None:
         "--token",
         help=f"API token; prefer setting ${TOKEN_ENV}, since other local users can read a "
         "command line (ps, /proc) and it stays in shell history",
+    )
+    parser.add_argument(
+        ALLOW_HTTP_FLAG,
+        action="store_true",
+        help="allow a plain http:// server that is not this machine (the token then crosses "
+        "the network unencrypted: only on a network you trust)",
     )
 
 
