@@ -48,9 +48,16 @@ def login(
     hasher: HasherDep,
     now: NowDep,
 ) -> schemas.LoginOut:
-    """Sign in with user name and password; sets the session cookie."""
+    """Sign in with user name and password; sets the session cookie (ending the one sent)."""
     started = accounts.login(
-        session, hasher, settings, body.username, body.password, client_address(request), now
+        session,
+        hasher,
+        settings,
+        body.username,
+        body.password,
+        client_address(request),
+        now,
+        previous_token=request.cookies.get(SESSION_COOKIE),
     )
     response.set_cookie(
         SESSION_COOKIE,

@@ -231,8 +231,15 @@ def login(
     password: str,
     address: str,
     now: datetime,
+    previous_token: str | None = None,
 ) -> NewSession:
-    """Check a password, throttled per account and per address; start a web session."""
+    """Check a password, throttled per account and per address; start a web session.
+
+    `previous_token` is the session cookie the request carried, if any: a successful login ends
+    that session (if still live), so a token that leaked before signing in stops working and the
+    last person's session on a shared browser ends when the next one signs in. A failed or
+    throttled login ends nothing.
+    """
     username = username.lower()
     since = now - timedelta(minutes=settings.login_window_minutes)
     # Attempts older than the window no longer count; the log keeps the history.
@@ -269,6 +276,9 @@ def login(
         audit.append(session, "anonymous", "login:fail", subject, {}, now=now)
         raise LoginFailed("wrong user name or password")
     session.add(LoginAttempt(username=username, address=address, succeeded=True, attempted_at=now))
+    previous = session_for_token(session, previous_token, now) if previous_token else None
+    if previous is not None:
+        end_session(session, previous, now)
     token = tokens.new_secret("ses")
     web_session = WebSession(
         token_hash=tokens.digest(token),

@@ -102,7 +102,14 @@ def login(
     outcome = attempt(
         session,
         lambda: accounts.login(
-            session, hasher, settings, username, password, client_address(request), now
+            session,
+            hasher,
+            settings,
+            username,
+            password,
+            client_address(request),
+            now,
+            previous_token=request.cookies.get(SESSION_COOKIE),
         ),
     )
     if isinstance(outcome, AppError):
