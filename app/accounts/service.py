@@ -278,7 +278,7 @@ def login(
     session.add(LoginAttempt(username=username, address=address, succeeded=True, attempted_at=now))
     previous = session_for_token(session, previous_token, now) if previous_token else None
     if previous is not None:
-        end_session(session, previous, now)
+        end_session(session, previous, now, reason="sign-in")
     token = tokens.new_secret("ses")
     web_session = WebSession(
         token_hash=tokens.digest(token),
@@ -304,14 +304,18 @@ def session_for_token(session: Session, token: str, now: datetime) -> WebSession
     return web_session
 
 
-def end_session(session: Session, web_session: WebSession, now: datetime) -> None:
+def end_session(
+    session: Session, web_session: WebSession, now: datetime, *, reason: str = "sign-out"
+) -> None:
+    """End a web session: `sign-out` by its user, or `sign-in` when someone signed in from the
+    browser still holding it (the new session's user need not be this one)."""
     web_session.ended_at = now
     audit.append(
         session,
         f"user:{web_session.user_id}",
         "session:end",
         f"session:{web_session.id}",
-        {},
+        {"reason": reason},
         now=now,
     )
 

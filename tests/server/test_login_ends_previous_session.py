@@ -3,6 +3,7 @@ or the last person's session on a shared computer, stops working. A failed login
 
 from __future__ import annotations
 
+import json
 import re
 
 from fastapi import FastAPI
@@ -58,6 +59,16 @@ def _session_of(community: Community, cookie: str) -> WebSession:
         return found
 
 
+def _reasons(community: Community) -> list[str]:
+    """The `reason` of every `session:end` entry, in log order."""
+    community.counts()
+    with community.session() as session:
+        rows = session.scalars(
+            select(LogEntry.entry).where(LogEntry.action == "session:end").order_by(LogEntry.index)
+        ).all()
+        return [json.loads(row)["details"]["reason"] for row in rows]
+
+
 def _log(community: Community, action: str) -> list[tuple[str, str]]:
     community.counts()  # integrates pending log entries first
     with community.session() as session:
@@ -91,6 +102,7 @@ def test_api_login_ends_the_session_the_cookie_held(community: Community, app: F
     assert _me(app, new) == 200
     assert _session_of(community, old).ended_at is not None
     assert _log(community, "session:end") == [(f"user:{first.id}", f"session:{old_session.id}")]
+    assert _reasons(community) == ["sign-in"]
 
 
 def test_form_login_ends_the_session_the_cookie_held(community: Community, app: FastAPI) -> None:
@@ -168,3 +180,4 @@ def test_an_ended_or_unknown_cookie_is_ignored(community: Community, app: FastAP
         browser.cookies.delete(SESSION_COOKIE)
     # Logging out ended it once; neither login found a live session to end.
     assert len(_log(community, "session:end")) == 1
+    assert _reasons(community) == ["sign-out"]
