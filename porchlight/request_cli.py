@@ -74,10 +74,7 @@ def _client(args: argparse.Namespace) -> PorchlightClient:
             "the web app under your account)",
         )
     try:
-        if args.allow_http:
-            return make_client(server, token, allow_http=True)
-        # Without the opt-in the two-argument call, which a recording test seam also fits.
-        return make_client(server, token)
+        return make_client(server, token, allow_http=args.allow_http)
     except httpx.InvalidURL as error:
         raise CommandError(f"server {server!r} is not a valid URL: {error}") from None
 

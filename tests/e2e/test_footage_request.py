@@ -64,8 +64,8 @@ class Recorded:
         response.read()
         self.responses.append((str(response.url), response.status_code, response.text))
 
-    def client(self, server: str, token: str) -> PorchlightClient:
-        client = PorchlightClient(server, token=token)
+    def client(self, server: str, token: str, *, allow_http: bool = False) -> PorchlightClient:
+        client = PorchlightClient(server, token=token, allow_http=allow_http)
         client.http.event_hooks["response"].append(self.hook)
         return client
 
