@@ -2,18 +2,29 @@
 
 Each command group lives in its own module exposing `register(subparsers)`; a group is
 imported only when it is used, so `porchlight encrypt` on a Pi never loads the server, and a
-group whose extra is not installed says which extra to install.
+group whose extra is not installed says which extra to install. A module holding several
+top-level commands may also expose `register_command(subparsers, name)`, to build only the
+parser of the command that was asked for.
+
+Start-up time counts here (`porchlight encrypt` of a small file is mostly start-up), so
+this module imports neither `dataclasses` nor `typing`, and argparse's help formatter is
+given the terminal's width instead of importing `shutil` to find it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from porchlight import __version__
+
+# Checkers treat any name TYPE_CHECKING as true; at run time `typing` is not imported.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class CommandError(Exception):
@@ -26,12 +37,22 @@ class CommandError(Exception):
         self.exit_code = exit_code
 
 
-@dataclass(frozen=True)
 class CommandGroup:
-    name: str
-    module: str
-    extra: str | None
-    help: str
+    """A top-level command: the module that registers it, the extra it needs, its help line."""
+
+    __slots__ = ("extra", "help", "module", "name")
+
+    def __init__(self, name: str, module: str, extra: str | None, help: str) -> None:
+        self.name = name
+        self.module = module
+        self.extra = extra
+        self.help = help
+
+    def __repr__(self) -> str:
+        return (
+            f"CommandGroup(name={self.name!r}, module={self.module!r}, extra={self.extra!r}, "
+            f"help={self.help!r})"
+        )
 
 
 # Top-level names -> where they live. Key and file commands are top level, like age's.
@@ -60,29 +81,79 @@ def _missing_extra(group: CommandGroup, error: ImportError) -> Handler:
     return handler
 
 
+def _terminal_columns() -> int:
+    """`shutil.get_terminal_size().columns`, without importing shutil (with bz2 and lzma)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    stdout = sys.__stdout__
+    if stdout is None:
+        return 80
+    try:
+        return os.get_terminal_size(stdout.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help layout; argparse builds one for every argument it adds."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            width = _terminal_columns() - 2  # as argparse narrows shutil's width
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose subcommand parsers (the same class) use _HelpFormatter too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _register(subparsers: Any, group: CommandGroup) -> None:
+    """Import the group's module and have it add its parser (only group's, if it can)."""
+    try:
+        module = importlib.import_module(group.module)
+    except ImportError as error:
+        if group.extra is None:
+            raise
+        sub = subparsers.add_parser(group.name, help=group.help)
+        sub.set_defaults(handler=_missing_extra(group, error))
+        return
+    register_command = getattr(module, "register_command", None)
+    if register_command is not None:
+        register_command(subparsers, group.name)
+    else:
+        module.register(subparsers)
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="porchlight",
         description="Porchlight: neighbourhood cameras whose footage only the homeowner can open.",
     )
     parser.add_argument("--version", action="version", version=f"porchlight {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
-    group = next((g for g in GROUPS if g.name == wanted), None)
-    if group is not None:
-        try:
-            module = importlib.import_module(group.module)
-        except ImportError as error:
-            if group.extra is None:
-                raise
-            sub = subparsers.add_parser(group.name, help=group.help)
-            sub.set_defaults(handler=_missing_extra(group, error))
-        else:
-            module.register(subparsers)
-    for other in GROUPS:
-        # The rest are only listed; their modules load when they are used.
-        if other.name not in subparsers.choices:
-            subparsers.add_parser(other.name, help=other.help)
+    for group in GROUPS:  # in this order, so that help lists them so
+        if group.name == wanted:
+            _register(subparsers, group)
+        elif group.name not in subparsers.choices:
+            # Only listed; its module loads when it is used. Nothing parses with this
+            # parser (the command named on the line is the one registered), so it goes
+            # without the -h option, which costs a help formatter.
+            subparsers.add_parser(group.name, help=group.help, add_help=False)
     return parser
 
 

@@ -16,7 +16,6 @@ import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
 
@@ -36,6 +35,7 @@ from porchlight.age.files import (
     identity_file_text,
     is_encrypted_identity,
     read_identity_file,
+    spelled_as_pathlib,
     write_identity_file,
 )
 from porchlight.age.keys import (
@@ -56,6 +56,17 @@ _PROGRESS_FROM = 64 * 1024 * 1024
 
 
 def register(subparsers: Any) -> None:
+    """Add all four commands."""
+    for add in _COMMANDS.values():
+        add(subparsers)
+
+
+def register_command(subparsers: Any, name: str) -> None:
+    """Add only the named command: `porchlight encrypt` does not build the other parsers."""
+    _COMMANDS[name](subparsers)
+
+
+def _add_keygen(subparsers: Any) -> None:
     keygen = subparsers.add_parser(
         "keygen",
         help="generate an age identity (post-quantum by default)",
@@ -93,6 +104,8 @@ def register(subparsers: Any) -> None:
     keygen.add_argument("--passphrase-file", metavar="F", help="read the passphrase from F")
     keygen.set_defaults(handler=_keygen)
 
+
+def _add_encrypt(subparsers: Any) -> None:
     encrypt = subparsers.add_parser(
         "encrypt",
         help="encrypt a file to recipients or a passphrase",
@@ -126,6 +139,8 @@ def register(subparsers: Any) -> None:
     encrypt.add_argument("input", nargs="?", metavar="IN", help="input file")
     encrypt.set_defaults(handler=_encrypt)
 
+
+def _add_decrypt(subparsers: Any) -> None:
     decrypt = subparsers.add_parser(
         "decrypt",
         help="decrypt an age file",
@@ -148,9 +163,11 @@ def register(subparsers: Any) -> None:
     decrypt.add_argument("input", nargs="?", metavar="IN", help="input file")
     decrypt.set_defaults(handler=_decrypt)
 
+
+def _add_rewrap(subparsers: Any) -> None:
     rewrap_cmd = subparsers.add_parser(
         "rewrap",
-        help="re-address an age file to new recipients, payload unchanged",
+        help="re-address an age file to new recipients, same payload",
         description="Write IN with a new header for the given recipients; the payload bytes "
         "stay identical.",
     )
@@ -185,6 +202,14 @@ def register(subparsers: Any) -> None:
     rewrap_cmd.add_argument("-o", "--output", metavar="OUT", help="output file")
     rewrap_cmd.add_argument("input", metavar="IN", help="the age file to re-address")
     rewrap_cmd.set_defaults(handler=_rewrap)
+
+
+_COMMANDS: dict[str, Callable[[Any], None]] = {
+    "keygen": _add_keygen,
+    "encrypt": _add_encrypt,
+    "decrypt": _add_decrypt,
+    "rewrap": _add_rewrap,
+}
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -241,7 +266,8 @@ def _read_identities(args: argparse.Namespace) -> list[Identity]:
     passphrase: str | None = None
     for path in args.identity:
         try:
-            data = Path(path).read_bytes()
+            with open(spelled_as_pathlib(path), "rb") as handle:
+                data = handle.read()
         except OSError as error:
             raise CommandError(f"cannot read identity file {path}: {error.strerror}") from None
         if is_encrypted_identity(data) and passphrase is None:
@@ -257,7 +283,11 @@ def _read_identities(args: argparse.Namespace) -> list[Identity]:
 
 def _recipient_lines(path: str) -> Iterator[tuple[int, str]]:
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(spelled_as_pathlib(path), encoding="utf-8") as handle:
+                text = handle.read()
     except (OSError, UnicodeDecodeError) as error:
         raise CommandError(f"cannot read recipients file {path}: {error}") from None
     for number, line in enumerate(text.splitlines(), start=1):

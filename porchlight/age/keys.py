@@ -18,17 +18,20 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, hpke
-from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from porchlight.age.encoding import b64_decode, b64_encode, bech32_decode, bech32_encode
 from porchlight.age.errors import MalformedError
 from porchlight.age.header import Stanza
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import hpke
 
 FILE_KEY_SIZE = 16
 _WRAPPED_SIZE = FILE_KEY_SIZE + 16
@@ -39,9 +42,6 @@ SCRYPT_LABEL = b"age-encryption.org/v1/scrypt"
 HYBRID_INFO = b"age-encryption.org/mlkem768x25519"
 _HYBRID_ENC_SIZE = 1088 + 32
 _MLKEM_PUBLIC_SIZE = 1184
-_HYBRID_SUITE = hpke.Suite(
-    hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305
-)
 
 DEFAULT_WORK_FACTOR = 18
 # age's own default ceiling: above it, unlocking takes minutes and gigabytes.
@@ -160,12 +160,22 @@ class X25519Identity(Identity):
 
 
 # --- mlkem768x25519 ---------------------------------------------------------------------------
+# ML-KEM and HPKE are imported where used: classic X25519 files never need them.
+
+
+def _hybrid_suite() -> hpke.Suite:
+    from cryptography.hazmat.primitives import hpke
+
+    return hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 
 
 class HybridRecipient(Recipient):
     def __init__(self, public_key: bytes) -> None:
         if len(public_key) != _MLKEM_PUBLIC_SIZE + 32:
             raise MalformedError("an mlkem768x25519 recipient is 1216 bytes")
+        from cryptography.hazmat.primitives import hpke
+        from cryptography.hazmat.primitives.asymmetric import mlkem
+
         try:
             self._key = hpke.MLKEM768X25519PublicKey(
                 mlkem.MLKEM768PublicKey.from_public_bytes(public_key[:_MLKEM_PUBLIC_SIZE]),
@@ -192,7 +202,7 @@ class HybridRecipient(Recipient):
         return hash(self.public_bytes)
 
     def wrap(self, file_key: bytes) -> list[Stanza]:
-        sealed = _HYBRID_SUITE.encrypt(file_key, self._key, info=HYBRID_INFO)
+        sealed = _hybrid_suite().encrypt(file_key, self._key, info=HYBRID_INFO)
         enc, body = sealed[:_HYBRID_ENC_SIZE], sealed[_HYBRID_ENC_SIZE:]
         return [Stanza("mlkem768x25519", (b64_encode(enc).decode(),), body)]
 
@@ -201,6 +211,9 @@ class HybridIdentity(Identity):
     def __init__(self, seed: bytes) -> None:
         if len(seed) != 32:
             raise MalformedError("an mlkem768x25519 identity is 32 bytes")
+        from cryptography.hazmat.primitives import hpke
+        from cryptography.hazmat.primitives.asymmetric import mlkem
+
         self._seed = seed
         shake = hashes.Hash(hashes.SHAKE256(digest_size=96))
         shake.update(seed)
@@ -238,7 +251,7 @@ class HybridIdentity(Identity):
             if shared == bytes(32):
                 raise MalformedError("an mlkem768x25519 stanza uses a low-order point")
             try:
-                return _HYBRID_SUITE.decrypt(enc + stanza.body, self._key, info=HYBRID_INFO)
+                return _hybrid_suite().decrypt(enc + stanza.body, self._key, info=HYBRID_INFO)
             except (InvalidTag, ValueError):
                 continue
         return None
@@ -255,6 +268,8 @@ def _passphrase_bytes(passphrase: bytes | str) -> bytes:
 
 
 def _scrypt(passphrase: bytes, salt: bytes, work_factor: int) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # only passphrases need it
+
     kdf = Scrypt(salt=SCRYPT_LABEL + salt, length=32, n=1 << work_factor, r=8, p=1)
     return kdf.derive(passphrase)
 

@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from porchlight.age.errors import AgeError, AuthenticationError, MalformedError
 from porchlight.age.pipeline import (
     BLOCK_CHUNKS,
+    PARALLEL_FROM,
     WRITE_PIECE,
     Progress,
     Transform,
@@ -70,8 +71,6 @@ from porchlight.age.pipeline import (
 )
 from porchlight.age.stream import CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, TAG_SIZE
 
-# Below this many payload bytes the fork costs more than a second core saves.
-PARALLEL_FROM = 8 * 1024 * 1024
 # Each worker's range is at least this long, so small files do not fan out to many.
 _MIN_SHARE = 4 * 1024 * 1024
 _MAX_WORKERS = 8

@@ -33,6 +33,10 @@ from porchlight.age.stream import CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, TAG_SIZE, ch
 Progress: TypeAlias = Callable[[int], None]
 
 BLOCK_CHUNKS = 16
+# Below this many payload bytes `porchlight.age.parallel`'s fork costs more than a second
+# core saves. Defined here, so that `files` tells a small file from a large one without
+# importing that module and what it imports (dataclasses and inspect, ~10 ms of start-up).
+PARALLEL_FROM = 8 * 1024 * 1024
 _QUEUE_DEPTH = 3
 # Enough buffers for a full queue plus the one each stage holds (the reader holds two).
 _POOL = _QUEUE_DEPTH + 4
