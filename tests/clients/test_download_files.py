@@ -68,7 +68,7 @@ def test_footage_that_does_not_match_its_manifest_leaves_nothing(tmp_path: Path)
 def _serving(monkeypatch: pytest.MonkeyPatch, handler: Any) -> None:
     """Point the request commands at an in-process fake server."""
 
-    def make(server: str, token: str) -> PorchlightClient:
+    def make(server: str, token: str, *, allow_http: bool = False) -> PorchlightClient:
         return PorchlightClient(server, token=token, transport=httpx.MockTransport(handler))
 
     monkeypatch.setattr(request_cli, "make_client", make)
