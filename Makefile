@@ -8,6 +8,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # which bench/seal.py runs each tool under (its smoke test runs in the suite).
 DEBIAN_TEST_PACKAGES := age chromium nodejs npm time
 
+# The suite runs in one pytest-xdist worker per core (each test makes its own databases and
+# directories); `make test PYTEST_ARGS=-n0` runs it in one process.
+PYTEST_ARGS ?= -n auto --dist worksteal
+
 .PHONY: run test lint venv system-deps browser-deps
 
 $(BIN)/python:
