@@ -64,7 +64,9 @@ GROUPS: tuple[CommandGroup, ...] = (
     CommandGroup("rewrap", _AGE, None, "re-address an age file to new recipients, same payload"),
     CommandGroup("server", "app.cli", "server", "run and administer the community server"),
     CommandGroup("device", "device.cli", "device", "the camera agent on the Raspberry Pi"),
-    CommandGroup("audit", "porchlight.audit_cli", None, "verify, cosign and read the log"),
+    CommandGroup(
+        "audit", "porchlight.audit_cli", None, "verify, cosign and read the transparency log"
+    ),
     CommandGroup("request", "porchlight.request_cli", None, "file and follow footage requests"),
 )
 
