@@ -6,9 +6,11 @@ the overlapped one-thread pipeline of `porchlight.age.pipeline`, or for a payloa
 pipeline block (1 MiB) or less, its transform alone; either way memory does not grow with
 the file and the output bytes are the same.
 
-Outputs are written to a temporary name in the destination's directory (mode 0600) and
-renamed into place only on success; on any failure the temporary file is deleted, so a
-partial output never appears under the final name.
+Outputs are written to a new file in the destination's directory (mode 0600) that gets
+its name only on success (`porchlight.files.new_file`): on Linux it has no name at all
+until then, so even kill -9 mid-write leaves nothing behind; elsewhere it is a temporary
+file, renamed into place on success and deleted on any failure. Either way a partial
+output never appears under the final name.
 
 A passphrase-protected identity file is an age file, encrypted with scrypt and armored,
 whose plaintext is the identity file text; `age -d` opens it too.
@@ -21,7 +23,7 @@ import io
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, BinaryIO, TypeAlias
 
 from porchlight.age.api import (
@@ -65,6 +67,7 @@ from porchlight.age.stream import (
     payload_key,
     read_exact,
 )
+from porchlight.files import new_file, sync_directory
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -90,26 +93,6 @@ def spelled_as_pathlib(path: StrPath) -> str:
     return root + "/".join(parts) or "."
 
 
-def _create_temporary(target: str) -> tuple[int, str]:
-    """Create a new, empty file (mode 0600) with an unguessable name beside target.
-
-    target is spelled as pathlib would (see spelled_as_pathlib). `tempfile.mkstemp` does
-    the same; importing tempfile (with shutil, bz2 and lzma) cost every command a few ms
-    of start-up.
-    """
-    parent, name = os.path.split(target)
-    if name in ("", "."):
-        raise ValueError(f"{target!r} has an empty name")
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    for _ in range(100):
-        temporary = os.path.join(parent, f".{name}.{os.urandom(6).hex()}.partial")
-        try:
-            return os.open(temporary, flags, 0o600), temporary
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no unused temporary file name", parent or ".")
-
-
 class WholeWriter(io.FileIO):
     """An unbuffered file whose write() writes every byte or raises.
 
@@ -133,10 +116,13 @@ class WholeWriter(io.FileIO):
 def atomic_output(path: StrPath, *, durable: bool = False) -> Iterator[BinaryIO]:
     """A file that appears at path only if the block finishes without an exception.
 
-    Only a missing path or a regular file is replaced by renaming a temporary file; a
-    symlink is followed, so the file it points to is replaced and the link kept. Anything
-    else (a device such as /dev/null, a FIFO, /proc/self/fd/1) is opened and written
-    as age does: renaming over it would replace the device node itself.
+    Only a missing path or a regular file is replaced, by a new file put in its place
+    (`porchlight.files.new_file`: unnamed until then on Linux); a symlink is followed, so
+    the file it points to is replaced and the link kept. Anything else (a device such as
+    /dev/null, a FIFO, /proc/self/fd/1) is opened and written as age does: renaming over
+    it would replace the device node itself.
+
+    durable: fsync the file before it is named and its directory after.
     """
     target = spelled_as_pathlib(path)
     try:
@@ -150,17 +136,13 @@ def atomic_output(path: StrPath, *, durable: bool = False) -> Iterator[BinaryIO]
         return
     if os.path.islink(target):
         target = spelled_as_pathlib(os.path.realpath(target))
-    fd, temporary = _create_temporary(target)
-    try:
-        with WholeWriter(fd, "wb") as handle:
-            yield handle
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    with (
+        new_file(target, mode=0o600, suffix=".partial", fsync=durable) as fd,
+        WholeWriter(fd, "wb", closefd=False) as handle,
+    ):
+        yield handle
+    if durable:
+        sync_directory(os.path.dirname(target) or ".")
 
 
 def _regular_size(handle: BinaryIO) -> int | None:
@@ -390,15 +372,12 @@ def write_identity_file(
             write_all(handle, text)
         return
     target = spelled_as_pathlib(path)
-    fd, temporary = _create_temporary(target)
-    try:
-        with WholeWriter(fd, "wb") as handle:
-            handle.write(text)
-            os.fsync(handle.fileno())
-        os.link(temporary, target)
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(temporary)
+    with (
+        new_file(target, mode=0o600, suffix=".partial", fsync=True, replace=False) as fd,
+        WholeWriter(fd, "wb", closefd=False) as handle,
+    ):
+        handle.write(text)
+    sync_directory(os.path.dirname(target) or ".")
 
 
 def is_encrypted_identity(data: bytes) -> bool:

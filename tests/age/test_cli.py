@@ -34,6 +34,24 @@ def porchlight(
     return done
 
 
+def open_in(pid: int, directory: Path) -> list[str]:
+    """The names of the files process pid has open in directory, as /proc shows them:
+    `#<inode> (deleted)` for a file that has no name (O_TMPFILE)."""
+    found = []
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+    for descriptor in descriptors:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{descriptor}")
+        except OSError:
+            continue  # closed meanwhile
+        if os.path.dirname(link) == str(directory):
+            found.append(os.path.basename(link))
+    return found
+
+
 @pytest.fixture()
 def keys(tmp_path: Path) -> dict[str, Path | str]:
     pq = tmp_path / "pq.key"
@@ -260,12 +278,13 @@ def test_termination_mid_stream_leaves_no_partial_file(
         stderr=subprocess.PIPE,
     )
     assert process.stdin is not None and process.stderr is not None
-    # Feed the first part, wait until the temporary output exists, then stop it mid-stream.
+    # Feed the first part, wait until the output is open (unnamed: O_TMPFILE), then stop it
+    # mid-stream.
     process.stdin.write(feed[: 2 * CHUNK_SIZE])
     process.stdin.flush()
     deadline = time.monotonic() + 60
-    while not list(out_dir.iterdir()):
-        assert time.monotonic() < deadline, "no temporary output appeared"
+    while not open_in(process.pid, out_dir):
+        assert time.monotonic() < deadline, "the output was never opened"
         time.sleep(0.02)
     time.sleep(0.2)
     process.send_signal(signum)

@@ -53,10 +53,12 @@ def test_status_file_is_replaced_durably(
     monkeypatch.setattr(os, "fsync", recording_fsync)
     _write_status(device_dir.path, {"pid": 1, "started": "then", "recovery": "none"})
     assert json.loads((device_dir.path / "status.json").read_text())["pid"] == 1
-    # The new bytes under a temporary name beside it (unique: .status.json.<random>.tmp),
-    # then the directory holding the rename; no temporary file is left.
+    # The new bytes in a file with no name yet (O_TMPFILE, shown as `#<inode> (deleted)`)
+    # or else under a temporary name beside it (unique: .status.json.<random>.tmp), then
+    # the directory holding the new name; no temporary file is left.
     temporary, directory = synced
-    assert re.fullmatch(r"\.status\.json\.[0-9a-f]+\.tmp", Path(temporary).name), temporary
+    unnamed_or_temporary = r"#\d+ \(deleted\)|\.status\.json\.[0-9a-f]+\.tmp"
+    assert re.fullmatch(unnamed_or_temporary, Path(temporary).name), temporary
     assert Path(temporary).parent == device_dir.path
     assert directory == str(device_dir.path)
     assert [p.name for p in device_dir.path.glob(".status.json*")] == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,13 +34,18 @@ def _state(tmp_path: Path, size: int) -> VerifiedState:
 
 
 def _record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bytes | None]]:
-    """Every fsync from now on, as (the path of the file or directory, its bytes then)."""
+    """Every fsync from now on, as (the path of the file or directory, its bytes then).
+
+    A file not yet named (O_TMPFILE) shows as `<directory>/#<inode> (deleted)`."""
     synced: list[tuple[str, bytes | None]] = []
     real_fsync = os.fsync
 
     def fsync(descriptor: int) -> None:
         path = os.readlink(f"/proc/self/fd/{descriptor}")
-        synced.append((path, None if os.path.isdir(path) else Path(path).read_bytes()))
+        if stat.S_ISDIR(os.fstat(descriptor).st_mode):
+            synced.append((path, None))
+        else:
+            synced.append((path, Path(f"/proc/self/fd/{descriptor}").read_bytes()))
         real_fsync(descriptor)
 
     monkeypatch.setattr(os, "fsync", fsync)
@@ -124,17 +130,21 @@ def test_tiles_are_written_durably_and_leave_other_files_alone(
 def test_a_failed_tile_write_leaves_no_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_replace: Callable[..., None] = os.replace
     calls = 0
 
-    def replace(*args: object) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise OSError(errno.ENOSPC, "disk full")
-        real_replace(*args)
+    def failing_second(real: Callable[..., None]) -> Callable[..., None]:
+        def call(*args: object, **kwargs: object) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise OSError(errno.ENOSPC, "disk full")
+            real(*args, **kwargs)
 
-    monkeypatch.setattr(os, "replace", replace)
+        return call
+
+    # A new file is named by link (O_TMPFILE) or by rename (a temporary file elsewhere).
+    monkeypatch.setattr(os, "link", failing_second(os.link))
+    monkeypatch.setattr(os, "replace", failing_second(os.replace))
     files = build_tiles([entry(i) for i in range(300)])
     with pytest.raises(OSError, match="disk full"):
         write_files(tmp_path, files)
