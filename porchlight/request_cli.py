@@ -1,10 +1,11 @@
 """`porchlight request submit | status | close | download`: an agency's footage requests.
 
 Spec: docs/requests-api.md ("Requester"). The warrant document never leaves the officer's
-machine: only its SHA-256 is sent. Downloads stream each shared clip into a new 0600 file
-under an unguessable temporary name beside ``<name>.age``, check its size and SHA-256
-against the clip's manifest (whose signature is checked first, with the per-ask key the
-server names) and only then rename it into place; with ``-i`` the clip is decrypted with the
+machine: only its SHA-256 is sent. Downloads stream each shared clip into a new, nameless
+0600 file in the directory of ``<name>.age`` (an unguessable temporary name where the
+filesystem cannot make nameless files), check its size and SHA-256 against the clip's
+manifest (whose signature is checked first, with the per-ask key the server names) and only
+then give it its name; with ``-i`` the clip is decrypted with the
 agency identity into ``<name>.mp4`` the same way and its plaintext SHA-256 is checked against
 the manifest. A re-run skips clips already downloaded and verified.
 """
@@ -297,8 +298,8 @@ def _decrypt(
 ) -> None:
     digest = hashlib.sha256()
     try:
-        # atomic_output: the footage is created 0600 under an unguessable temporary name
-        # and renamed into place only once it matches the manifest; any failure deletes it.
+        # atomic_output: the footage is created 0600 without a name (or under an unguessable
+        # temporary one) and named only once it matches the manifest; any failure drops it.
         with source.open("rb") as src, atomic_output(target) as out:
             reader = decryptor(src, identities)
             while chunk := reader.read(1 << 20):
@@ -361,8 +362,8 @@ def cmd_download(args: argparse.Namespace) -> int:
                     continue
                 bar = ProgressBar(f"{name}.age")
                 path = f"/api/requests/{args.request}/shared/{item['shared_clip_id']}"
-                # Into a new 0600 file under an unguessable name (a fixed `.partial` name
-                # could be a link someone planted), renamed into place only if it matches.
+                # Into a new, nameless 0600 file (a fixed `.partial` name could be a link
+                # someone planted), named only if it matches.
                 try:
                     with atomic_output(target) as handle:
                         size, sha256 = _api(server, _fetch(client, path, handle, bar))
