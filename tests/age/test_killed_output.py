@@ -188,3 +188,77 @@ def test_a_download_killed_while_decrypting_leaves_no_footage(
     argv = [sys.executable, "-c", DOWNLOAD, str(item), str(sealed), str(out_dir), str(key)]
     _kill_mid_write(argv, out_dir, decrypting, start_over)
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(downloaded)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(word) for word in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _maps(pid: int, path: Path) -> bool:
+    try:
+        with open(f"/proc/{pid}/maps") as handle:
+            return str(path) in handle.read()
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    """Whether pid is a process that has not exited (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            state = handle.read().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(
+    not os.path.exists(f"/proc/self/task/{os.getpid()}/children"),
+    reason="finding a process's children needs /proc/PID/task/TID/children",
+)
+def test_payload_workers_die_with_a_killed_parent(
+    tmp_path: Path, x25519_identity: X25519Identity, key: Path
+) -> None:
+    """SIGKILL of `porchlight decrypt` while its forked workers run: the workers are killed
+    too, not left sealing into an output nobody can name. The workers are stopped first, so
+    on their own they could neither finish nor exit: only the kernel's parent-death signal
+    ends them."""
+    _, sealed = _sealed(tmp_path, x25519_identity)
+    output = tmp_path / "out.mp4"
+    argv = [*ENTRY, "decrypt", "-i", str(key), "-o", str(output), str(sealed)]
+    for _ in range(10):
+        process = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        try:
+            # Workers that have mapped the input: past their set-up, so working.
+            workers: list[int] = []
+            while process.poll() is None and not workers:
+                workers = [w for w in _children(process.pid) if _maps(w, sealed)]
+            for worker in workers:
+                with suppress(ProcessLookupError):
+                    os.kill(worker, signal.SIGSTOP)
+            stopped = [worker for worker in workers if _alive(worker)]
+            if not stopped:  # they finished first: try again
+                process.wait(timeout=60)
+                output.unlink(missing_ok=True)
+                continue
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+            deadline = time.monotonic() + 3
+            while any(_alive(worker) for worker in stopped) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not [worker for worker in stopped if _alive(worker)], (
+                "payload workers outlived their killed parent"
+            )
+            assert not output.exists()
+            return
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+    pytest.fail("the workers always finished before they could be stopped")
