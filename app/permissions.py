@@ -21,6 +21,7 @@ PERMISSIONS: dict[str, str] = {
     "account:self": "see one's own account, manage one's own API tokens",
     "invite:create": "issue single-use invite codes for any role",
     "person:manage": "list people and their roles",
+    "person:audit": "see who holds the reviewer, auditor and admin roles and who appointed them",
     "agency:manage": "register requesting agencies",
     "agency:read": "read the list of registered agencies",
     "device:own": "enrol, locate and revoke one's own devices",
@@ -52,7 +53,15 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
         }
     ),
     Role.auditor: frozenset(
-        _EVERYONE | {"log:read", "log:cosign", "request:read_all", "request:read", "agency:read"}
+        _EVERYONE
+        | {
+            "log:read",
+            "log:cosign",
+            "request:read_all",
+            "request:read",
+            "agency:read",
+            "person:audit",
+        }
     ),
     Role.requester: frozenset(_EVERYONE | {"request:submit", "request:read"}),
 }

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from sqlalchemy import bindparam, delete, func, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from app import tokens
 from app.accounts import passwords
@@ -27,6 +27,7 @@ from app.errors import (
     TooManyAttempts,
 )
 from app.permissions import Role
+from app.requests.models import RequestReview
 from app.settings import Settings
 
 
@@ -158,6 +159,81 @@ def accept_invite(
 
 def list_users(session: Session) -> Sequence[User]:
     return session.scalars(select(User).order_by(User.id)).all()
+
+
+# The roles whose holders the community must trust, in the order auditors see them.
+APPOINTED_ROLES = (Role.reviewer, Role.auditor, Role.admin)
+
+
+@dataclass(frozen=True)
+class Review:
+    request_id: int
+    decision: str
+
+
+@dataclass(frozen=True)
+class Appointment:
+    """A holder of a trusted role and who appointed them: the creator of the invite they
+    accepted, or None (`appointer`) when a server command made the account or the invite."""
+
+    user_id: int
+    username: str
+    role: str
+    agency: str | None
+    created_at: datetime
+    disabled_at: datetime | None
+    appointer: str | None
+    appointer_role: str | None
+    reviews: tuple[Review, ...]
+
+
+def appointments(session: Session) -> list[Appointment]:
+    """Every reviewer, auditor and admin (never residents or requesters), by role then age,
+    with who appointed them and the requests they reviewed: two queries for the whole list."""
+    appointer = aliased(User)
+    roles = [role.value for role in APPOINTED_ROLES]
+    # `used_by` is set once, by the accept that created the account; an account with no
+    # invite was made by `server create-admin`.
+    rows = session.execute(
+        select(
+            User.id,
+            User.username,
+            User.role,
+            Agency.name,
+            User.created_at,
+            User.disabled_at,
+            appointer.username,
+            appointer.role,
+        )
+        .outerjoin(Agency, Agency.id == User.agency_id)
+        .outerjoin(Invite, Invite.used_by == User.id)
+        .outerjoin(appointer, appointer.id == Invite.created_by)
+        .where(User.role.in_(roles))
+        .order_by(User.created_at, User.id)
+    ).all()
+    reviews: dict[int, list[Review]] = {}
+    for reviewer_id, request_id, decision in session.execute(
+        select(RequestReview.reviewer_id, RequestReview.request_id, RequestReview.decision)
+        .join(User, User.id == RequestReview.reviewer_id)
+        .where(User.role.in_(roles))
+        .order_by(RequestReview.request_id)
+    ):
+        reviews.setdefault(reviewer_id, []).append(Review(request_id, decision))
+    held = [
+        Appointment(
+            user_id,
+            username,
+            role,
+            agency,
+            created,
+            disabled,
+            by,
+            by_role,
+            reviews=tuple(reviews.get(user_id, ())),
+        )
+        for user_id, username, role, agency, created, disabled, by, by_role in rows
+    ]
+    return sorted(held, key=lambda a: roles.index(a.role))
 
 
 def disable_user(session: Session, by: User, user_id: int, now: datetime) -> User:

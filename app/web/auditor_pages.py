@@ -1,5 +1,6 @@
 """Auditor pages: every request with its full timeline, the log browser with inclusion proofs,
-the latest checkpoint verified (signature, root, cosignatures), and exports. Read-only."""
+the latest checkpoint verified (signature, root, cosignatures), who holds the trusted roles and
+who appointed them, and exports. Read-only."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import or_, select
 
+from app.accounts import service as accounts
 from app.accounts.models import User
 from app.agencies import service as agencies
 from app.audit import integrator
@@ -28,6 +30,7 @@ router = page_router(prefix="/audit", tags=["pages"])
 
 RequestReader = Annotated[User, Depends(require("request:read_all"))]
 LogReader = Annotated[User, Depends(require("log:read"))]
+PeopleAuditor = Annotated[User, Depends(require("person:audit"))]
 PAGE_SIZE = 50
 
 
@@ -135,6 +138,20 @@ def checkpoint_page(
             "check": log_check.check_latest(session, signer),
             "verifier_key": signer.verifier_key,
         },
+        principal=principal,
+    )
+
+
+@router.get("/people")
+def role_holders(
+    request: Request, _: PeopleAuditor, principal: PrincipalDep, session: SessionDep
+) -> Response:
+    """Who holds the reviewer, auditor and admin roles, and who appointed each (not a read of
+    warrant details, so not logged)."""
+    return render(
+        request,
+        "auditor/people.html",
+        {"title": "Who holds which role", "holders": accounts.appointments(session)},
         principal=principal,
     )
 

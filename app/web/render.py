@@ -68,6 +68,7 @@ ROLE_NAV: dict[str, list[tuple[str, str]]] = {
         ("/audit/requests", "Requests"),
         ("/audit/log", "Log"),
         ("/audit/checkpoint", "Checkpoint"),
+        ("/audit/people", "Roles"),
     ],
 }
 

@@ -118,6 +118,7 @@ ROUTE_RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/audit/requests/{request_id}"): frozenset({R.auditor}),
     ("GET", "/audit/log"): frozenset({R.auditor}),
     ("GET", "/audit/checkpoint"): frozenset({R.auditor}),
+    ("GET", "/audit/people"): frozenset({R.auditor}),
     ("GET", "/audit/export/requests.csv"): frozenset({R.auditor}),
     ("GET", "/admin/policy"): frozenset({R.admin}),
     ("POST", "/admin/policy"): frozenset({R.admin}),
