@@ -12,6 +12,14 @@ its requester what DESIGN promise 3 keeps from them: read before and after their
 opens, `residents_asked` rises by the number of cameras in their area, and `declines` by the
 residents who said no. A quarter's counts appear once the quarter has ended, when they no
 longer move with any one request.
+
+A completed quarter can still hold one request only, in a small community: its requester knows
+it was theirs and would read off how many residents were asked, declined, stayed silent or
+shared. So a quarter with fewer than `MIN_APPROVED_REQUESTS` approved requests publishes only
+the review lines (`PUBLISHED_ALWAYS`: received, rejected, approved, which tell a requester
+nothing about residents); every line counted from asks and clips is withheld (None, JSON null)
+with the quarter's `withheld` reason. There is no total across quarters, so no withheld count
+can be recovered by subtracting the published quarters from one.
 """
 
 from __future__ import annotations
@@ -49,6 +57,18 @@ REPORT_LINES: dict[str, tuple[str, ...]] = {
 }
 # Asks sent out in bulk are one `request:open` entry whose details.asks is how many.
 ASKS_IN_DETAILS = "request:open"
+
+# Lines about review only: published for every completed quarter. Every other line (a new one
+# too) is counted from asks and clips, and is withheld from a quarter with too few requests.
+PUBLISHED_ALWAYS = ("requests_received", "rejected_at_review", "approved")
+# Below this many approved requests in a quarter, ask and clip counts describe one request's
+# residents (or a few, each known to its requester) rather than a community's.
+MIN_APPROVED_REQUESTS = 5
+WITHHELD_REASON = (
+    f"fewer than {MIN_APPROVED_REQUESTS} approved requests this quarter: counts of residents"
+    " asked, consents, declines, expired asks, clips shared, downloads and purges would"
+    " identify one request's residents"
+)
 
 # How each line is counted, for the report's readers (and `GET /api/transparency`).
 REPORT_ACTIONS: dict[str, str] = {
@@ -117,7 +137,13 @@ class QuarterReport:
     quarter: str  # "2026-Q4"
     start: datetime
     end: datetime
-    counts: dict[str, int]
+    counts: dict[str, int | None]  # None: withheld
+    withheld: str | None = None  # why some counts are None (WITHHELD_REASON), else None
+
+    @property
+    def shown(self) -> dict[str, int]:
+        """The counts that are published (every one unless `withheld`)."""
+        return {line: count for line, count in self.counts.items() if count is not None}
 
 
 def _quarter_start(moment: datetime) -> datetime:
@@ -132,6 +158,14 @@ def _next_quarter(start: datetime) -> datetime:
 # Said wherever the report is shown, so no one mistakes the missing current quarter for a gap.
 PUBLICATION_NOTE = (
     "Only completed quarters are published: the current quarter is published when it ends."
+)
+# Said once wherever the report is shown; each withheld quarter carries WITHHELD_REASON.
+WITHHOLDING_NOTE = (
+    f"A quarter with fewer than {MIN_APPROVED_REQUESTS} approved requests shows only requests"
+    " received, rejected at review and approved; its counts of residents asked, consents,"
+    " declines, expired asks, clips shared, downloads and purges are withheld, because they"
+    " would tell a requester who knows the request was theirs how its residents answered."
+    " There is no all-time total, so withheld counts cannot be worked out by subtraction."
 )
 
 
@@ -189,16 +223,19 @@ def transparency_report(session: Session, now: datetime) -> list[QuarterReport]:
                 select(LogEntry.entry).where(LogEntry.action == ASKS_IN_DETAILS, *in_quarter)
             )
         )
-        reports.append(
-            QuarterReport(
-                quarter=quarter_name(quarter),
-                start=quarter,
-                end=end,
-                counts=counts,
-            )
-        )
+        reports.append(_published(quarter_name(quarter), quarter, end, counts))
         quarter = end
     return reports
+
+
+def _published(name: str, start: datetime, end: datetime, counts: dict[str, int]) -> QuarterReport:
+    """The quarter as published: ask and clip counts withheld below MIN_APPROVED_REQUESTS."""
+    if counts["approved"] >= MIN_APPROVED_REQUESTS:
+        return QuarterReport(name, start, end, dict(counts))
+    published: dict[str, int | None] = {
+        line: count if line in PUBLISHED_ALWAYS else None for line, count in counts.items()
+    }
+    return QuarterReport(name, start, end, published, withheld=WITHHELD_REASON)
 
 
 def _asks(entry: bytes) -> int:

@@ -448,13 +448,18 @@ class QuarterOut(BaseModel):
     quarter: str
     start: datetime
     end: datetime
-    counts: dict[str, int]
+    # null: withheld, for the reason in `withheld` (reports.MIN_APPROVED_REQUESTS).
+    counts: dict[str, int | None]
+    withheld: str | None
 
 
 class TransparencyOut(BaseModel):
     generated_at: datetime
-    # Says that the current quarter is missing on purpose (reports.PUBLICATION_NOTE).
+    # Says that the current quarter is missing on purpose (reports.PUBLICATION_NOTE) and when
+    # a quarter's ask and clip counts are withheld (reports.WITHHOLDING_NOTE).
     note: str
+    # Below this many approved requests, a quarter's ask and clip counts are null.
+    min_approved_requests: int
     # Which log action each count counts, so anyone can recompute it from the log.
     actions: dict[str, str]
     quarters: list[QuarterOut]
@@ -465,7 +470,8 @@ def get_transparency(session: SessionDep, now: NowDep) -> TransparencyOut:
     """Quarterly counts of requests, reviews, asks, consents, shares, downloads and purges."""
     return TransparencyOut(
         generated_at=now,
-        note=reports.PUBLICATION_NOTE,
+        note=f"{reports.PUBLICATION_NOTE} {reports.WITHHOLDING_NOTE}",
+        min_approved_requests=reports.MIN_APPROVED_REQUESTS,
         actions=dict(reports.REPORT_ACTIONS),
         quarters=[QuarterOut(**q.__dict__) for q in reports.transparency_report(session, now)],
     )

@@ -33,11 +33,13 @@ def transparency(
         {
             "title": "Transparency report",
             "quarters": [
-                {"report": q, "bars": charts.bars(q.counts), "height": charts.height(len(q.counts))}
+                # Withheld counts get no bar: the template names them, with the reason.
+                {"report": q, "bars": charts.bars(q.shown), "height": charts.height(len(q.shown))}
                 for q in quarters
             ],
             "labels": charts.LABELS,
             "publication_note": reports.PUBLICATION_NOTE,
+            "withholding_note": reports.WITHHOLDING_NOTE,
             "current": reports.current_quarter(now),
         },
         principal=principal,

@@ -368,12 +368,18 @@ def test_public_sees_the_report_and_checkpoint(
     chart = quarter.get_by_role("img")
     expect(chart).to_be_visible()
     title = chart.locator("title").text_content() or ""
+    # Three approved requests, fewer than reports.MIN_APPROVED_REQUESTS: what residents did
+    # is withheld, said in words beside the chart, with the reason.
     for line in (
         "Requests received 3",
         "Approved 3",
-        "Residents who shared 2",
-        "Residents who said no 1",
-        "Clip downloads 1",
+        "Residents who shared withheld",
+        "Residents who said no withheld",
+        "Clip downloads withheld",
     ):
         assert line in title, title
+    expect(quarter.locator(f"#w-{current.quarter}")).to_contain_text(
+        f"Withheld for {current.quarter}: Residents asked"
+    )
+    expect(quarter.locator(f"#w-{current.quarter}")).to_contain_text(reports.WITHHELD_REASON)
     journey.screenshot()
