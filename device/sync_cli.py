@@ -13,6 +13,7 @@ import argparse
 import json
 import socket
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -185,23 +186,56 @@ def _unlocker(args: argparse.Namespace) -> Callable[[], Sequence[Identity]]:
     return unlock
 
 
+# Text from the server is shown, never obeyed: a request's fields are the requester's words, and
+# a terminal acts on control characters (ESC sequences move the cursor and erase lines, CR
+# returns to the line's start) and bidi controls reorder what it draws, so printed raw they could
+# forge a line or overwrite the agency's name. The server refuses them in new requests; this
+# guards against text stored before that rule, and against a server that lies.
+_CONTINUATION = " " * 16  # under the value column of `_describe`'s labels
+
+
+def _shown(value: Any) -> str:
+    """`value` as text with every non-printable character written as an escape (`\\x1b`).
+
+    Letters, marks and symbols of every script print as they are, and so do spaces (a no-break
+    space is not printable to Python, but moves no cursor)."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(
+        c
+        if c.isprintable() or unicodedata.category(c) == "Zs"
+        else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
+def _shown_lines(value: Any) -> str:
+    """Like `_shown`, but line feeds start a new line indented under the label's value."""
+    return ("\n" + _CONTINUATION).join(_shown(line) for line in str(value).split("\n"))
+
+
 def _describe(ask: Ask, clips: Sequence[Any]) -> list[str]:
     request = ask.request
     warrant = request.get("warrant") or {}
     area = request.get("area") or {}
+
+    def field(document: dict[str, Any], name: str) -> str:
+        return _shown(document.get(name, "-"))
+
     lines = [
-        f"ask {ask.ask_id}  ({ask.state}; answer by {ask.deadline or '-'})",
-        f"  agency        {request.get('agency', '-')} ({request.get('jurisdiction', '-')})",
-        f"  officer       {request.get('officer', '-')}",
-        f"  warrant       {warrant.get('court', '-')}, docket {warrant.get('docket_number', '-')}, "
-        f"judge {warrant.get('judge', '-')}",
-        f"                issued {warrant.get('issued_on', '-')}, "
-        f"expires {warrant.get('expires_on', '-')}, "
-        f"document SHA-256 {warrant.get('document_sha256', '-')}",
-        f"  offence       {request.get('offence', '-')}",
-        f"  window        {request.get('window_start')} to {request.get('window_end')}",
-        f"  area          {area.get('radius_m', '-')} m around "
-        f"{area.get('lat', '-')}, {area.get('lon', '-')}",
+        f"ask {_shown(ask.ask_id)}  ({_shown(ask.state)}; answer by {_shown(ask.deadline or '-')})",
+        f"  agency        {field(request, 'agency')} ({field(request, 'jurisdiction')})",
+        f"  officer       {field(request, 'officer')}",
+        f"  warrant       {field(warrant, 'court')}, docket {field(warrant, 'docket_number')}, "
+        f"judge {field(warrant, 'judge')}",
+        f"                issued {field(warrant, 'issued_on')}, "
+        f"expires {field(warrant, 'expires_on')}, "
+        f"document SHA-256 {field(warrant, 'document_sha256')}",
+        f"  offence       {_shown_lines(request.get('offence', '-'))}",
+        f"  window        {field(request, 'window_start')} to {field(request, 'window_end')}",
+        f"  area          {field(area, 'radius_m')} m around "
+        f"{field(area, 'lat')}, {field(area, 'lon')}",
     ]
     chosen = ask.document.get("clip_ids") or []
     if chosen:
@@ -209,7 +243,8 @@ def _describe(ask: Ask, clips: Sequence[Any]) -> list[str]:
         lines.append(
             "  you shared    "
             + ", ".join(
-                f"{c} ({'uploaded' if c in uploaded else 'not yet uploaded'})" for c in chosen
+                f"{_shown(c)} ({'uploaded' if c in uploaded else 'not yet uploaded'})"
+                for c in chosen
             )
         )
     if clips:

@@ -5,6 +5,7 @@ Requester-facing shapes carry nothing about devices, locations, other asks or de
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -49,11 +50,53 @@ def _moment_in_range(moment: datetime) -> datetime:
 WarrantDate = Annotated[date, AfterValidator(_date_in_range)]
 WindowMoment = Annotated[AwareDatetime, AfterValidator(_moment_in_range)]
 
+# A requester's text reaches residents: in web pages (escaped) and printed on the Pi's terminal
+# by `porchlight device asks`. Control characters (C0, C1: ESC sequences, CR, tab), format
+# characters (bidi overrides and isolates, zero-width characters, the BOM), line and paragraph
+# separators and lone surrogates could redraw that terminal or reorder what it shows: forge a
+# line, overwrite the agency's name (DESIGN promise 5: requesters cannot message residents).
+# Letters, marks and spaces of every script pass; a line feed only where a form has a textarea.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _first_hidden(text: str, allow_newline: bool) -> str | None:
+    for character in text:
+        if character == "\n" and allow_newline:
+            continue
+        if unicodedata.category(character) in _HIDDEN_CATEGORIES:
+            return character
+    return None
+
+
+def _refuse_hidden(text: str, allow_newline: bool) -> str:
+    hidden = _first_hidden(text, allow_newline)
+    if hidden is not None:
+        raise PydanticCustomError(
+            "hidden_character",
+            "must not contain control or formatting characters (found U+{code})",
+            {"code": f"{ord(hidden):04X}"},
+        )
+    return text
+
+
+def _one_line(text: str) -> str:
+    return _refuse_hidden(text, allow_newline=False)
+
+
+def _lines(text: str) -> str:
+    return _refuse_hidden(text, allow_newline=True)
+
+
+OneLineText = Annotated[str, AfterValidator(_one_line)]
+# Line feeds only (a browser sends a textarea's line breaks as CR LF: the form turns them into
+# LF before this check).
+MultiLineText = Annotated[str, AfterValidator(_lines)]
+
 
 class WarrantIn(Strict):
-    court: str = Field(min_length=1, max_length=200)
-    docket_number: str = Field(min_length=1, max_length=100)
-    judge: str = Field(min_length=1, max_length=200)
+    court: OneLineText = Field(min_length=1, max_length=200)
+    docket_number: OneLineText = Field(min_length=1, max_length=100)
+    judge: OneLineText = Field(min_length=1, max_length=200)
     issued_on: WarrantDate
     expires_on: WarrantDate
     document_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -67,7 +110,7 @@ class AreaIn(Strict):
 
 class RequestIn(Strict):
     warrant: WarrantIn
-    offence: str = Field(min_length=1, max_length=2000)
+    offence: MultiLineText = Field(min_length=1, max_length=2000)
     window_start: WindowMoment
     window_end: WindowMoment
     area: AreaIn

@@ -87,7 +87,9 @@ def _parse(values: dict[str, str]) -> schemas.RequestIn | dict[str, str]:
             "expires_on": values["expires_on"].strip(),
             "document_sha256": values["document_sha256"].strip().lower(),
         },
-        "offence": values["offence"].strip(),
+        # A browser sends a textarea's line breaks as CR LF (HTML's form encoding); the API
+        # takes LF only, and refuses any other control character (schemas.RequestIn).
+        "offence": values["offence"].strip().replace("\r\n", "\n"),
         "window_start": times["window_start"],
         "window_end": times["window_end"],
         "area": {
