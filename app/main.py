@@ -158,7 +158,9 @@ def create_app(
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.log_signer = log_signer
     # Sessions carry the log signer; a request-lifecycle append publishes a checkpoint at commit.
-    log_checkpoints.install_publish_hook(app.state.sessionmaker, log_signer)
+    log_checkpoints.install_publish_hook(
+        app.state.sessionmaker, log_signer, size_multiple=settings.log_checkpoint_size_multiple
+    )
     app.state.clock = clock or utcnow
     app.state.clip_store = LocalClipStore(settings.data_dir / "clips")
     app.state.password_hasher = make_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)

@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     # a signed checkpoint is published at least this often while the log grows.
     log_origin: str = ""
     log_checkpoint_interval_seconds: float = Field(default=60, gt=0, le=86400)
+    # Every published checkpoint's size is a multiple of this (the log is padded with `log:pad`
+    # entries), so the public size grows in steps that hide single asks and declines (DESIGN
+    # promise 3; app/log/checkpoints.py). 1 disables padding.
+    log_checkpoint_size_multiple: int = Field(default=16, ge=1, le=1024)
     # Appended entries wait in log_pending (committed) until an integrator gives them their
     # index and tree nodes: every server process runs one this often.
     log_integrate_interval_seconds: float = Field(default=0.2, gt=0, le=86400)

@@ -4,9 +4,13 @@ Public, no login (hashes, signatures and quarterly counts only; the contract of
 porchlight/audit_cli.py):
 - `GET /log/checkpoint`: the latest signed checkpoint, cosignatures appended (text/plain).
 - `GET /log/tile/<L>/<N>[.p/<W>]`: c2sp.org/tlog-tiles hash tiles, full or partial, immutable
-  and cacheable for a year; 404 for a tile the log does not have.
+  and cacheable for a year; 404 for a tile the latest checkpoint does not cover.
 - `GET /log/proof/inclusion?index=I[&size=S]`, `GET /log/proof/consistency?from=A[&to=B]`:
-  RFC 9162 proofs as JSON (hashes in standard base64; S/B default to the latest checkpoint).
+  RFC 9162 proofs as JSON (hashes in standard base64; S/B default to the latest checkpoint,
+  and a larger one is refused, 422).
+Nothing public, and no entry bundle either, reaches past the latest published checkpoint:
+the integrated size moves with every entry, so serving it would let a requester count the
+asks and declines of their own request (DESIGN promise 3; app.log.checkpoints pads sizes).
 - `POST /log/cosignatures`: `{"checkpoint": <note>, "cosignature": <one signature line>}`.
 - `GET /api/log/public`: the cosigned checkpoint and the log's verifier key, as JSON.
 - `GET /api/transparency`: the quarterly transparency report, as JSON.
@@ -296,23 +300,34 @@ class ConsistencyProofOut(BaseModel):
     proof: list[str]
 
 
+def _beyond_published(size: int, published: int | None) -> InvalidInput:
+    return InvalidInput(
+        f"the latest published checkpoint has {published or 0} entries: "
+        f"nothing is served for a tree of {size} before a checkpoint covers it"
+    )
+
+
 def _size_or_latest(session: SessionDep, size: int | None) -> int:
+    # Never beyond the latest checkpoint: the integrated size moves with every entry, and a
+    # size anyone could probe between checkpoints would count single events (DESIGN promise 3).
+    published = _latest(session).size
     if size is None:
-        return _latest(session).size
-    if size > tree.committed_size(session):
-        raise InvalidInput(f"the log has fewer than {size} entries")
+        return published
+    if size > published:
+        raise _beyond_published(size, published)
     return size
 
 
 def _inclusion_json(engine: Engine, index: int, size: int | None) -> bytes:
     with tree.RawReads(engine) as reads:
-        published, committed = tree.published_and_committed(reads)
+        published, _ = tree.published_and_committed(reads)
         if size is None:
             if published is None:
                 raise NotFound("no checkpoint has been published yet")
             size = published
-        elif size > committed:
-            raise InvalidInput(f"the log has fewer than {size} entries")
+        elif published is None or size > published:
+            # As in `_size_or_latest`: proofs stop at the latest checkpoint.
+            raise _beyond_published(size, published)
         if index >= size:
             raise InvalidInput(f"entry {index} is not in a tree of size {size}")
         leaf, root, proof = tree.inclusion_with_root(reads, index, size)

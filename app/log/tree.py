@@ -281,12 +281,16 @@ def consistency(session: Session, size1: int, size2: int) -> list[bytes]:
     return consistency_proof(size1, size2, node_reader(session))
 
 
-# Tiles and bundles are read with ONE statement each: the log size (does the tile exist yet?)
-# and the tile's rows together (the outer join still yields the size when the range has no
-# rows), in one snapshot. A full verification reads every tile and bundle of the log,
-# thousands of requests, so per-request cost matters (docs/benchmarks.md).
+# Tiles and bundles are read with ONE statement each: the published size (does the tile exist
+# yet?) and the tile's rows together (the outer join still yields the size when the range has
+# no rows), in one snapshot. The bound is the latest published checkpoint's size, not the
+# integrated size: the integrated size moves with every entry, and a size that anyone could
+# read between checkpoints would count single events (DESIGN promise 3; app.log.checkpoints).
+# A full verification reads every tile and bundle of the log, thousands of requests, so
+# per-request cost matters (docs/benchmarks.md).
+_PUBLISHED_SIZE = select(func.coalesce(func.max(LogCheckpoint.size), 0)).scalar_subquery()
 _HASH_TILE = (
-    select(LogHead.size, LogTreeNode.hash)
+    select(_PUBLISHED_SIZE, LogTreeNode.hash)
     .select_from(LogHead)
     .outerjoin(
         LogTreeNode,
@@ -300,7 +304,7 @@ _HASH_TILE = (
     .order_by(LogTreeNode.index)
 )
 _ENTRY_BUNDLE = (
-    select(LogHead.size, LogEntry.entry)
+    select(_PUBLISHED_SIZE, LogEntry.entry)
     .select_from(LogHead)
     .outerjoin(
         LogEntry,
@@ -312,10 +316,11 @@ _ENTRY_BUNDLE = (
 
 
 def hash_tile(source: Engine | RawReads, tile: Tile) -> bytes | None:
-    """A tlog-tiles hash tile of the current tree, or None if it has no such tile (yet).
+    """A tlog-tiles hash tile of the published tree, or None if it has no such tile (yet).
 
-    A tile at level L holds the nodes at tree level 8L; any width up to what the tree has is
-    served, so a client holding an older checkpoint still gets the partial tile it names.
+    A tile at level L holds the nodes at tree level 8L; any width up to what the latest
+    published checkpoint covers is served (never beyond it, though the tree may have more), so
+    a client holding an older checkpoint still gets the partial tile it names.
     Level-0 tiles come from the node table, not from `log_entries`: the tree records what was
     integrated, so an entry edited afterwards disagrees with its tile and auditors name it.
     Served as stored, on every request (nothing cached), even if rows are missing: judging
@@ -331,7 +336,8 @@ def hash_tile(source: Engine | RawReads, tile: Tile) -> bytes | None:
 
 
 def entry_bundle(source: Engine | RawReads | Connection, tile: Tile) -> bytes | None:
-    """A tlog-tiles entry bundle of the current log, or None if it has no such bundle (yet).
+    """A tlog-tiles entry bundle of the published log, or None if it has no such bundle (yet):
+    like hash tiles, never beyond the latest published checkpoint.
 
     Read on its own connection from the engine or on the given raw reads (see `RawReads`),
     or in the transaction of the given connection. Served from the rows as they are, on every

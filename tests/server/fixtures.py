@@ -90,6 +90,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         argon2_time_cost=1,
         argon2_memory_kib=1024,
+        # Tests count entries exactly; padding (default 16) is covered by
+        # tests/server/log/test_public_size_channel.py, which sets it back.
+        log_checkpoint_size_multiple=1,
     )
 
 

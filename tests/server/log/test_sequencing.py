@@ -235,7 +235,11 @@ def test_a_crash_between_commit_and_integration_loses_nothing(
 ) -> None:
     data_dir = tmp_path / "data"
     token = auditor_token(database_url, "crash-test-auditor")
-    never = {"log_integrate_interval_seconds": "3600", "log_checkpoint_interval_seconds": "3600"}
+    never = {
+        "log_integrate_interval_seconds": "3600",
+        "log_checkpoint_interval_seconds": "3600",
+        "log_checkpoint_size_multiple": "1",  # counts entries exactly
+    }
     process, url = _start(database_url, data_dir, never)
     try:
         _, _, size, _ = _log(database_url)  # the server integrated what it found at start
