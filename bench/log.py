@@ -20,7 +20,7 @@ For each database (a fresh SQLite file; a freshly created PostgreSQL database na
    transaction's commit returning (the entry has its index and is in the tree). CPU per entry
    is reported as writer threads + their PostgreSQL backends + integrator thread + its backend
    (thread CPU clocks and /proc of the backends; on SQLite the database's work is in the
-   threads). Last, the last count of writers append request-lifecycle entries (`clip:download`)
+   threads). Last, the last count of writers append request-lifecycle entries (`request:close`)
    with the server's publish hook, so each transaction integrates and signs a checkpoint as it
    commits;
 3. publish a signed checkpoint, start the real server (uvicorn, --workers processes, default
@@ -181,11 +181,12 @@ def process_cpu(pids: list[int]) -> float:
 
 
 # What the writers append. A read of warrant details is logged but publishes no checkpoint
-# (app.log.checkpoints.READ_ACTIONS), like most appends; a request-lifecycle action such as
-# `clip:download` makes its transaction integrate and sign a checkpoint as it commits, under
-# the log head's lock, which the "lifecycle" row measures (with the server's publish hook).
+# (app.log.checkpoints.READ_ACTIONS), like most appends; a request's state change such as
+# `request:close` makes its transaction integrate, pad (to the default multiple of 16) and
+# sign a checkpoint as it commits, under the log head's lock, which the "lifecycle" row
+# measures (with the server's publish hook).
 READ_ACTION = "request:read"
-LIFECYCLE_ACTION = "clip:download"
+LIFECYCLE_ACTION = "request:close"
 
 
 def _writer_process(
