@@ -9,8 +9,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_TEST_PACKAGES := age chromium nodejs npm time
 
 # The suite runs in one pytest-xdist worker per core (each test makes its own databases and
-# directories); `make test PYTEST_ARGS=-n0` runs it in one process.
-PYTEST_ARGS ?= -n auto --dist worksteal
+# directories), a test file's tests all on one worker and in order: tests/web/test_journeys.py
+# is one story told test by test. `make test PYTEST_ARGS=-n0` runs it in one process.
+PYTEST_ARGS ?= -n auto --dist loadfile
 
 .PHONY: run test lint venv system-deps browser-deps
 
