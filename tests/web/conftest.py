@@ -54,8 +54,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     app.state.engine.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Per module, not per session: Playwright's sync API keeps an event loop running in the
+    # main thread while it is open, and tests of other files that the same xdist worker runs
+    # next call asyncio.run() there.
     require_browser()
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
