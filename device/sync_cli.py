@@ -13,7 +13,6 @@ import argparse
 import json
 import socket
 import sys
-import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from porchlight.client import (
     ServerURLError,
     validate_server_url,
 )
+from porchlight.text import shown as _shown
 
 __all__ = [
     "ENROLMENT_FILE",
@@ -186,28 +186,9 @@ def _unlocker(args: argparse.Namespace) -> Callable[[], Sequence[Identity]]:
     return unlock
 
 
-# Text from the server is shown, never obeyed: a request's fields are the requester's words, and
-# a terminal acts on control characters (ESC sequences move the cursor and erase lines, CR
-# returns to the line's start) and bidi controls reorder what it draws, so printed raw they could
-# forge a line or overwrite the agency's name. The server refuses them in new requests; this
-# guards against text stored before that rule, and against a server that lies.
+# Text from the server is shown, never obeyed (porchlight/text.py): a request's fields are the
+# requester's words, and printed raw they could forge a line or overwrite the agency's name.
 _CONTINUATION = " " * 16  # under the value column of `_describe`'s labels
-
-
-def _shown(value: Any) -> str:
-    """`value` as text with every non-printable character written as an escape (`\\x1b`).
-
-    Letters, marks and symbols of every script print as they are, and so do spaces (a no-break
-    space is not printable to Python, but moves no cursor)."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(
-        c
-        if c.isprintable() or unicodedata.category(c) == "Zs"
-        else c.encode("unicode_escape").decode("ascii")
-        for c in text
-    )
 
 
 def _shown_lines(value: Any) -> str:
@@ -314,5 +295,7 @@ def cmd_decline(args: argparse.Namespace) -> int:
             answer = sync.decline(args.ask)
         except SyncError as error:
             raise CommandError(error.message, hint=error.hint) from None
-    print(f"declined ask {args.ask} ({answer.get('state', 'declined')}); nothing was shared")
+    # The state is the server's word: shown escaped, like every text from it.
+    state = _shown(answer.get("state", "declined"))
+    print(f"declined ask {args.ask} ({state}); nothing was shared")
     return 0

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from porchlight import __version__
+from porchlight.text import shown
 
 # Checkers treat any name TYPE_CHECKING as true; at run time `typing` is not imported.
 TYPE_CHECKING = False
@@ -170,9 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = handler(args)
     except CommandError as error:
-        print(f"porchlight: error: {error.message}", file=sys.stderr)
+        # One line each, whatever a message quotes (a server's words, a file's name): shown
+        # escaped, never obeyed by the terminal.
+        print(f"porchlight: error: {shown(error.message)}", file=sys.stderr)
         if error.hint:
-            print(f"porchlight: hint: {error.hint}", file=sys.stderr)
+            print(f"porchlight: hint: {shown(error.hint)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("porchlight: interrupted", file=sys.stderr)

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from porchlight.age.pipeline import write_all
+from porchlight.text import shown
 
 SIGNING_CONTEXT = "porchlight-device-call-v1"
 DEVICE_HEADER = "X-Porchlight-Device"
@@ -157,14 +158,16 @@ class Enrolment:
 
 
 def _message(response: httpx.Response) -> str:
+    """The server's explanation of a refusal, escaped: every CLI prints it, and a terminal
+    would obey its ESC sequences or bidi controls (porchlight/text.py)."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:200] or response.reason_phrase
+        return shown(response.text[:200] or response.reason_phrase)
     message = body.get("message") if isinstance(body, dict) else None
     if isinstance(message, str):
-        return message
-    return str(body)[:200]
+        return shown(message)
+    return shown(str(body)[:200])
 
 
 class PorchlightClient:

@@ -6,12 +6,16 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.requests.schemas import OneLineText
+
 
 class AgencyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=2, max_length=200)
-    jurisdiction: str = Field(min_length=2, max_length=200)
+    # Shown to residents beside every ask (web pages, and the Pi's terminal): no control or
+    # formatting characters, as in a requester's text.
+    name: OneLineText = Field(min_length=2, max_length=200)
+    jurisdiction: OneLineText = Field(min_length=2, max_length=200)
     recipient: str = Field(min_length=10, max_length=8000)
 
 

@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.requests.schemas import OneLineText
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -21,7 +23,9 @@ class EnrolIn(Strict):
     code: str = Field(max_length=200)
     # Raw 32-byte Ed25519 public key, standard base64.
     public_key: str = Field(max_length=100)
-    name: str = Field(default="camera", min_length=1, max_length=100)
+    # Shown in residents' and admins' pages and beside each ask: no control or formatting
+    # characters, as in a requester's text.
+    name: OneLineText = Field(default="camera", min_length=1, max_length=100)
 
 
 class EnrolOut(BaseModel):

@@ -56,6 +56,8 @@ WindowMoment = Annotated[AwareDatetime, AfterValidator(_moment_in_range)]
 # separators and lone surrogates could redraw that terminal or reorder what it shows: forge a
 # line, overwrite the agency's name (DESIGN promise 5: requesters cannot message residents).
 # Letters, marks and spaces of every script pass; a line feed only where a form has a textarea.
+# The same rule holds for the other text people enter that others read: a reviewer's reason, an
+# agency's name and jurisdiction (app/agencies/schemas.py), a device's name (app/devices).
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
@@ -155,7 +157,8 @@ class RequestOut(RequestSummary):
 
 class ReviewIn(Strict):
     decision: Literal["approve", "reject"]
-    reason: str = Field(min_length=1, max_length=2000)
+    # The requester, auditors and the public log read it (a textarea on the reviewer's form).
+    reason: MultiLineText = Field(min_length=1, max_length=2000)
 
 
 class AskRequest(BaseModel):

@@ -13,6 +13,7 @@ from app.accounts import service as accounts
 from app.accounts.models import User
 from app.agencies import service as agencies
 from app.agencies.recipients import is_post_quantum
+from app.agencies.schemas import AgencyIn
 from app.deps import NowDep, PrincipalDep, RowId, SessionDep, SettingsDep, require
 from app.devices import service as devices
 from app.errors import AppError
@@ -152,6 +153,20 @@ def _agencies_page(
     )
 
 
+def _agency_text_errors(values: dict[str, str]) -> dict[str, str]:
+    """The API's rules for an agency's name and jurisdiction (AgencyIn: no control or
+    formatting characters), as field errors. The service checks the recipient, saying why."""
+    try:
+        AgencyIn.model_validate({field: value.strip() for field, value in values.items()})
+    except ValidationError as error:
+        return {
+            str(item["loc"][0]): str(item["msg"])
+            for item in error.errors()
+            if item["loc"] and item["loc"][0] in {"name", "jurisdiction"}
+        }
+    return {}
+
+
 @router.get("/agencies")
 def agencies_page(
     request: Request, _: AgencyAdmin, principal: PrincipalDep, session: SessionDep
@@ -182,6 +197,8 @@ def register_agency(
         )
         if not values[field].strip()
     }
+    if not errors:
+        errors = _agency_text_errors(values)
     if not errors:
         outcome = attempt(
             session,

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Form, Request
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from app.accounts.models import User
 from app.deps import NowDep, PrincipalDep, RowId, SessionDep, require
@@ -92,7 +93,15 @@ def review(
     elif len(reason) > 2000:
         errors["reason"] = "keep the reason under 2000 characters"
     if not errors:
-        body = schemas.ReviewIn(decision=decision, reason=reason.strip())  # type: ignore[arg-type]
+        try:
+            # A browser sends a textarea's line breaks as CR LF; the API takes LF only, and
+            # refuses any other control or formatting character (schemas.ReviewIn).
+            body = schemas.ReviewIn.model_validate(
+                {"decision": decision, "reason": reason.strip().replace("\r\n", "\n")}
+            )
+        except ValidationError as error:
+            errors = {str(item["loc"][-1]): str(item["msg"]) for item in error.errors()}
+    if not errors:
         outcome = attempt(session, lambda: requests.review(session, user, request_id, body, now))
         if not isinstance(outcome, AppError):
             return see_other(f"/review?done={decision}")
