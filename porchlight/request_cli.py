@@ -47,6 +47,7 @@ from porchlight.client import (
     validate_server_url,
 )
 from porchlight.manifest import ClipManifest, ManifestError, verify_manifest
+from porchlight.text import shown
 
 SERVER_ENV = "PORCHLIGHT_SERVER"
 TOKEN_ENV = "PORCHLIGHT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
@@ -192,8 +193,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(json.dumps(created, indent=1))
     else:
         print(
-            f"submitted request {created.get('id')} ({created.get('state')}); "
-            "a reviewer checks the warrant before any resident is asked"
+            shown(f"submitted request {created.get('id')} ({created.get('state')}); ")
+            + "a reviewer checks the warrant before any resident is asked"
         )
     return 0
 
@@ -217,17 +218,22 @@ def cmd_status(args: argparse.Namespace) -> int:
             print("no requests", file=sys.stderr)
         for item in answer:
             print(
-                f"{item.get('id')}  {item.get('state'):<9}  {item.get('window_start')} to "
-                f"{item.get('window_end')}  {item.get('offence')}"
+                shown(
+                    f"{item.get('id')}  {item.get('state'):<9}  {item.get('window_start')} to "
+                    f"{item.get('window_end')}  {item.get('offence')}"
+                )
             )
         return 0
-    print("\n".join(_show(answer)))
+    # Server text is shown escaped, so a server cannot drive the terminal (porchlight.text).
+    print("\n".join(shown(line) for line in _show(answer)))
     if shared:
         print("  shared clips:")
         for item in shared:
             print(
-                f"    {item.get('pseudonym')}  {item.get('start')} to {item.get('end')}  "
-                f"{int(item.get('size') or 0) / 1e6:.2f} MB"
+                shown(
+                    f"    {item.get('pseudonym')}  {item.get('start')} to {item.get('end')}  "
+                    f"{int(item.get('size') or 0) / 1e6:.2f} MB"
+                )
                 + ("" if item.get("downloadable", True) else "  (no longer downloadable)")
             )
     else:
@@ -240,7 +246,7 @@ def cmd_close(args: argparse.Namespace) -> int:
         closed = _api(
             _server(args), lambda: client.call("POST", f"/api/requests/{args.request}/close")
         )
-    print(f"request {closed.get('id')} is {closed.get('state')}")
+    print(shown(f"request {closed.get('id')} is {closed.get('state')}"))
     return 0
 
 

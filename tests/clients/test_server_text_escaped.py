@@ -138,3 +138,31 @@ def test_shown_escapes_only_what_a_terminal_would_act_on() -> None:
     text = "Polizei München – 北京\u00a0ТС; سرقة"
     assert shown(text) == text
     assert shown("a\tb\r\nc\x85\u2028\u200b") == "a\\tb\\r\\nc\\x85\\u2028\\u200b"
+
+
+def test_request_status_and_close_print_server_text_escaped(
+    hostile_server: HostileServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a request's fields say (offence, state) comes from the server: shown escaped."""
+    hostile_server.status = 200
+    hostile_server.body = json.dumps(
+        [
+            {
+                "id": 7,
+                "state": "open",
+                "window_start": "2026-11-01T10:00:00Z",
+                "window_end": "2026-11-01T12:00:00Z",
+                "offence": HOSTILE,
+            }
+        ]
+    ).encode()
+    code = main(["request", "status", "--server", hostile_server.url, "--token", "t"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert _terminal_safe(out), repr(out)
+    assert out.endswith(f"  {SHOWN}\n")
+    hostile_server.body = json.dumps({"id": 7, "state": HOSTILE}).encode()
+    code = main(["request", "close", "7", "--server", hostile_server.url, "--token", "t"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out == f"request 7 is {SHOWN}\n"
