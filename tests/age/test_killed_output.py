@@ -28,6 +28,7 @@ from porchlight.age import X25519Identity
 from porchlight.consent import new_ask_key, shared_manifest
 from porchlight.manifest import ClipManifest, public_key_text
 from tests.age.test_cli import ENTRY, open_in, porchlight
+from tests.clients.test_shared_manifest import listed
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir("/proc/self/fd"), reason="watching a process's files needs /proc"
@@ -151,18 +152,10 @@ def _shared_item(plain: Path, sealed: Path) -> dict[str, object]:
         ciphertext_sha256=hashlib.sha256(ciphertext).hexdigest(),
         ciphertext_size=len(ciphertext),
     )
-    document = json.loads(
-        shared_manifest(original, hashlib.sha256(ciphertext).hexdigest(), len(ciphertext), ask_key)
+    signed = shared_manifest(
+        original, hashlib.sha256(ciphertext).hexdigest(), len(ciphertext), ask_key
     )
-    signature = document.pop("signature")
-    return {
-        "shared_clip_id": "1",
-        "pseudonym": "Resident A",
-        "manifest": document,
-        "manifest_signature": signature,
-        "signer_public_key": public_key_text(ask_key.public_key()),
-        "downloadable": True,
-    }
+    return listed(signed, ask_key)
 
 
 def test_a_download_killed_while_decrypting_leaves_no_footage(

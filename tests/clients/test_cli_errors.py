@@ -30,18 +30,22 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
-@pytest.fixture
-def device_dir(tmp_path: Path) -> Path:
-    """A set-up camera agent data directory, enrolled with a server that is not running."""
-    path = tmp_path / "device"
+def enrolled_device_dir(path: Path, server: str) -> Path:
+    """A set-up camera agent data directory at path, enrolled (as device 7) with server."""
     path.mkdir()
     create_device_key(path)
     identity = generate_identity("x25519")
     (path / "config.toml").write_text(config_template("0", [str(identity.recipient())], None))
     (path / "enrolment.json").write_text(
-        json.dumps({"server": closed_port_url(), "device_id": 7, "credential": "c" * 43})
+        json.dumps({"server": server, "device_id": 7, "credential": "c" * 43})
     )
     return path
+
+
+@pytest.fixture
+def device_dir(tmp_path: Path) -> Path:
+    """A set-up camera agent data directory, enrolled with a server that is not running."""
+    return enrolled_device_dir(tmp_path / "device", closed_port_url())
 
 
 WARRANT = [

@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 
-from device.config import config_template
-from device.keys import create_device_key
-from porchlight.age import generate_identity
 from porchlight.cli import main
 from porchlight.text import shown
+from tests.clients.test_cli_errors import enrolled_device_dir
 
 # Clear the screen, go home, then a bidi override that turns what follows around.
 HOSTILE = "no such request\x1b[2J\x1b[H\u202eporchlight: shared 3 clips"
@@ -99,15 +97,7 @@ def test_a_refusal_that_is_not_json_is_printed_escaped(
 @pytest.fixture
 def device_dir(tmp_path: Path, hostile_server: HostileServer) -> Path:
     """A camera agent data directory enrolled with the hostile server."""
-    path = tmp_path / "device"
-    path.mkdir()
-    create_device_key(path)
-    identity = generate_identity("x25519")
-    (path / "config.toml").write_text(config_template("0", [str(identity.recipient())], None))
-    (path / "enrolment.json").write_text(
-        json.dumps({"server": hostile_server.url, "device_id": 7, "credential": "c" * 43})
-    )
-    return path
+    return enrolled_device_dir(tmp_path / "device", hostile_server.url)
 
 
 def test_the_device_prints_a_refusal_escaped(

@@ -27,7 +27,13 @@ def shared_item(ask_key: Ed25519PrivateKey) -> dict[str, Any]:
         ciphertext_size=1234,
     )
     json.loads(sign_manifest(original, device_key))  # the device's own manifest is valid too
-    document = json.loads(shared_manifest(original, "c" * 64, 1301, ask_key))
+    return listed(shared_manifest(original, "c" * 64, 1301, ask_key), ask_key)
+
+
+def listed(signed: str, ask_key: Ed25519PrivateKey) -> dict[str, Any]:
+    """The listing entry for a shared manifest signed with ask_key: the document without its
+    signature, the signature beside it, and the key that made it."""
+    document = json.loads(signed)
     signature = document.pop("signature")
     return {
         "shared_clip_id": "1",
