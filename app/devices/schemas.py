@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.requests.schemas import OneLineText
+from app.text import OneLineText
 
 
 class Strict(BaseModel):
